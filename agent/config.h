@@ -1,0 +1,125 @@
+/* config.h - the configuration: one declarative table of keys per section.
+ *
+ * File format (the same for local files and pushed configs):
+ *
+ *     # comment
+ *     [agent]
+ *     id = gw-01
+ *     [input sensors]        # section kind, then instance name
+ *     driver = tail
+ *     path = /var/log/sensors/*.log
+ *     [output lake]
+ *     type = mqtt
+ *
+ * Each section kind has a table of struct cfg_key; inputs additionally accept
+ * their driver's keys and outputs their type's keys. The same tables validate
+ * the file, print the reference (docs/configuration.md) and the commented
+ * example, so they cannot drift apart.
+ */
+#ifndef AGENT_CONFIG_H
+#define AGENT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum cfg_type {
+	CFG_STR,      /* char *, xstrdup'ed; NULL when default is NULL */
+	CFG_INT,      /* int64_t, decimal */
+	CFG_SIZE,     /* int64_t bytes; suffixes k, M, G (1024-based), KiB, MiB, GiB */
+	CFG_DURATION, /* int64_t milliseconds; suffixes ms, s, m, h (bare = ms) */
+	CFG_BOOL,     /* bool; true/false, yes/no, on/off, 1/0 */
+	CFG_ENUM,     /* int, index into enums[] */
+};
+
+struct cfg_key {
+	const char *name;
+	enum cfg_type type;
+	const char *def;       /* default as text, NULL = unset (only CFG_STR) */
+	size_t offset;         /* into the section's struct */
+	const char *help;      /* one or two sentences for the field engineer */
+	const char *const *enums; /* CFG_ENUM: NULL-terminated names */
+	int64_t min, max;      /* CFG_INT/SIZE/DURATION bounds; both 0 = unbounded */
+	bool required;
+};
+
+enum on_full { ON_FULL_DROP_OLDEST, ON_FULL_BLOCK };
+enum sync_level { SYNC_OFF, SYNC_NORMAL, SYNC_FULL };
+enum parser_kind { PARSER_RAW, PARSER_JSON, PARSER_CSV };
+
+struct agent_conf {
+	char *id;
+	char *state_dir;
+	char *control_socket;   /* default <state_dir>/agentd.sock */
+	int log_level;
+};
+
+struct queue_conf {
+	int64_t max_bytes;
+	int on_full;            /* enum on_full */
+	int64_t commit_interval_ms;
+	int64_t commit_records;
+	int synchronous;        /* enum sync_level */
+	int64_t max_record_bytes;
+};
+
+struct input_conf {
+	char *name;
+	char *driver;
+	char *stream;           /* default: the input's name */
+	int parser;             /* enum parser_kind */
+	int64_t max_record_bytes; /* 0 = queue.max_record_bytes */
+	void *drv;              /* the driver's own struct, sized by driver->conf_size */
+	const struct driver *drv_type;
+	struct input_conf *next;
+};
+
+struct output_conf {
+	char *name;
+	char *type;
+	char *streams;          /* glob of stream names routed here; default "*" */
+	int64_t batch_max_records;
+	int64_t batch_max_bytes;
+	int64_t linger_ms;
+	int64_t max_inflight;
+	int64_t retry_base_ms;
+	int64_t retry_max_ms;
+	int64_t compression_level;
+	void *typ;              /* the output type's own struct, sized by type->conf_size */
+	const struct output_type *out_type;
+	struct output_conf *next;
+};
+
+struct config {
+	char *path;
+	char hash[65];          /* SHA-256 of the file's bytes, hex */
+	struct agent_conf agent;
+	struct queue_conf queue;
+	struct input_conf *inputs;
+	struct output_conf *outputs;
+	size_t n_inputs, n_outputs;
+};
+
+/* Load and strictly validate a config file. On error returns -errno or
+ * -EINVAL and writes "FILE:LINE: key 'k': problem" into err. */
+int config_load(const char *path, struct config **out, char *err, size_t errlen);
+/* Same, from text in memory; `name` is used in messages. */
+int config_parse(const char *text, size_t len, const char *name,
+		 struct config **out, char *err, size_t errlen);
+void config_free(struct config *c);
+
+/* Fill a struct from a key table's defaults (used for sections and tests).
+ * Returns 0 or -ENOMEM. */
+int cfg_defaults(const struct cfg_key *keys, void *base);
+/* Parse one value into base per its key. Returns 0 or -EINVAL with err set. */
+int cfg_set(const struct cfg_key *key, void *base, const char *value,
+	    char *err, size_t errlen);
+/* Free the CFG_STR members of a struct described by keys. */
+void cfg_release(const struct cfg_key *keys, void *base);
+
+/* Print the reference of every section and key: markdown (docs) or a
+ * commented example config. */
+void config_print_reference(FILE *f, bool markdown);
+
+#endif

@@ -1,0 +1,163 @@
+/* queue.h - the durable write-ahead queue: one SQLite database in WAL mode.
+ *
+ * Records form a log keyed by a never-repeating seq (AUTOINCREMENT rowid).
+ * Every output has a durable cursor (the highest seq it has finished:
+ * acknowledged or dead-lettered). A record is deleted once every output's
+ * cursor has passed it. A dedupe key per record is refused while the queue
+ * holds a record with that key.
+ *
+ * Writes are grouped: the first write opens a transaction, queue_commit()
+ * commits it. Appends, source positions, cursor moves and DLQ entries made
+ * between two commits become durable together, so a source position is never
+ * durable without the records read up to it, nor the reverse.
+ * Readers (outputs) only see records with seq <= queue_committed_seq().
+ *
+ * Unless stated, functions return 0 or a negative errno:
+ *   -EEXIST   dedupe key already held (queue_append)
+ *   -ENOSPC   disk budget full and on_full = block (queue_append)
+ *   -ENOENT   no such row
+ *   -EIO      SQLite error (logged with SQLite's message)
+ *   -ENOMEM   out of memory
+ */
+#ifndef AGENT_QUEUE_H
+#define AGENT_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct queue;
+
+enum clock_state { CLOCK_UNSYNCED = 0, CLOCK_SYNCED = 1 };
+enum rec_kind { REC_DATA = 0, REC_GAP = 1 };
+
+struct queue_opts {
+	const char *path;       /* database file, e.g. <state_dir>/queue.db */
+	int synchronous;        /* enum sync_level from config.h */
+	int64_t max_bytes;      /* disk budget for the database + WAL; 0 = none */
+	int on_full;            /* enum on_full from config.h */
+	bool readonly;          /* agentctl: open for reading, never create */
+};
+
+/* A record handed to queue_append(); all pointers borrowed for the call. */
+struct qrec_in {
+	const char *stream;
+	const char *key;        /* dedupe key, never NULL */
+	int64_t ts_wall_ms;     /* wall clock at ingest */
+	int64_t ts_mono_ms;     /* CLOCK_BOOTTIME-like stamp at ingest */
+	int clock;              /* enum clock_state at ingest */
+	const char *data;       /* the record as JSON text (already encoded) */
+	size_t len;
+};
+
+/* A record read back; pointers valid only during the callback. */
+struct qrec {
+	int64_t seq;
+	int kind;               /* enum rec_kind */
+	const char *stream;
+	const char *key;
+	int64_t ts_wall_ms;
+	int64_t ts_mono_ms;
+	int clock;
+	const char *data;
+	size_t len;
+};
+
+struct dlq_entry {
+	int64_t id;
+	int64_t ts_wall_ms;     /* when it was dead-lettered */
+	char origin[64];        /* "input:NAME" or "output:NAME" */
+	char stream[64];
+	int64_t seq;            /* 0 when it never got one (rejected at ingest) */
+	char key[128];
+	char reason[256];
+	size_t len;             /* full length of data */
+};
+
+struct queue_stats {
+	int64_t records;        /* rows in the log */
+	int64_t first_seq, last_seq; /* 0 when empty */
+	int64_t oldest_wall_ms; /* ts of the oldest row, 0 when empty */
+	int64_t disk_bytes;     /* database + WAL file sizes */
+	int64_t max_bytes;
+	int64_t dlq_records;
+	int64_t evicted_records; /* total ever dropped by drop_oldest */
+	bool full;              /* over budget now */
+	int64_t recovered_at_ms; /* wall time a corrupt file was moved aside this run, 0 if none */
+	char recovered_path[256];
+};
+
+/* Open (creating if needed) and check the database. A file that fails its
+ * integrity check is renamed to <path>.corrupt-<time> and a fresh one is
+ * created; stats.recovered_* tells. `outputs` names the current outputs;
+ * cursors for new ones start at the current first seq - 1 (they receive the
+ * whole backlog), cursors of outputs no longer configured are dropped.
+ * With opts->readonly, outputs may be NULL and nothing is written. */
+int queue_open(struct queue **q, const struct queue_opts *opts,
+	       const char *const *outputs, size_t n_outputs);
+/* Commits anything pending and closes. Accepts NULL. */
+void queue_close(struct queue *q);
+
+/* Append one record. Returns 0, -EEXIST (duplicate key, nothing written),
+ * -ENOSPC (budget full under block, nothing written), -EIO, -ENOMEM.
+ * On success *seq_out (if not NULL) holds its seq. */
+int queue_append(struct queue *q, const struct qrec_in *r, int64_t *seq_out);
+
+/* Source positions, written in the same transaction as appends. */
+int queue_position_set(struct queue *q, const char *input, const char *source,
+		       const void *state, size_t len);
+/* *state is xmalloc'ed (caller xfree's); -ENOENT when none saved. */
+int queue_position_get(struct queue *q, const char *input, const char *source,
+		       void **state, size_t *len);
+int queue_position_del(struct queue *q, const char *input, const char *source);
+
+/* Commit the open transaction, if any. */
+int queue_commit(struct queue *q);
+/* Records/changes written since the last commit. */
+int64_t queue_pending(const struct queue *q);
+/* Highest seq that is durable (committed). */
+int64_t queue_committed_seq(const struct queue *q);
+
+/* Call cb for records with after_seq < seq <= queue_committed_seq(), in seq
+ * order, at most max_records. cb returns 0 to continue, 1 to stop early, or a
+ * negative errno to abort (returned). Returns the number of records visited or
+ * -errno. Memory use is independent of the backlog. */
+typedef int (*queue_read_cb)(const struct qrec *r, void *arg);
+int queue_read(struct queue *q, int64_t after_seq, size_t max_records,
+	       queue_read_cb cb, void *arg);
+
+/* An output's durable cursor. queue_cursor_set() moves it forward only and
+ * deletes rows every output has passed (at most a bounded number per call;
+ * the rest goes on later calls). */
+int64_t queue_cursor(struct queue *q, const char *output);
+int queue_cursor_set(struct queue *q, const char *output, int64_t seq);
+/* Records with seq > the output's cursor: count and oldest wall time. */
+int queue_backlog(struct queue *q, const char *output, int64_t *records,
+		  int64_t *oldest_wall_ms);
+
+/* Dead-letter a record (seq 0 if it has none). */
+int queue_dlq_add(struct queue *q, const char *origin, const char *stream,
+		  int64_t seq, const char *key, const char *reason,
+		  const void *data, size_t len);
+/* List up to max entries with id > after_id; cb returns 0 / 1 stop / -errno. */
+typedef int (*queue_dlq_cb)(const struct dlq_entry *e, const void *data, void *arg);
+int queue_dlq_list(struct queue *q, int64_t after_id, size_t max,
+		   queue_dlq_cb cb, void *arg);
+/* One entry with its data; -ENOENT if absent. */
+int queue_dlq_get(struct queue *q, int64_t id, queue_dlq_cb cb, void *arg);
+/* Move entries back into the log as new records (new seq, same stream, key
+ * suffixed ":replay:<id>"); id 0 = all. *count gets how many. */
+int queue_dlq_replay(struct queue *q, int64_t id, int64_t *count);
+/* Delete entries; id 0 = all. *count gets how many. */
+int queue_dlq_purge(struct queue *q, int64_t id, int64_t *count);
+
+/* Apply the disk budget: under drop_oldest, delete oldest records until under
+ * budget and append one gap marker (kind REC_GAP, stream "_agent") whose data
+ * is {"gap":{"first_seq":A,"last_seq":B,"count":N,"reason":"disk_full"}}.
+ * Under block it only updates the full flag. Call after commits. */
+int queue_enforce_budget(struct queue *q);
+bool queue_full(const struct queue *q);
+
+int queue_stats(struct queue *q, struct queue_stats *st);
+
+#endif

@@ -1,0 +1,69 @@
+/* status.h - one snapshot of the agent's state and its two renderings.
+ *
+ * agentd fills a struct status for the control socket's `status` command;
+ * agentctl fills one itself from the queue database when agentd is not
+ * running. Both render it with the same functions, so the screen a field
+ * engineer sees is the same either way.
+ */
+#ifndef AGENT_STATUS_H
+#define AGENT_STATUS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "queue.h"
+
+struct status_input {
+	char name[64], driver[32], stream[64];
+	char state[128];        /* driver's own words, e.g. "tailing 3 files" */
+	char last_error[256];   /* "" when none */
+	int64_t last_error_wall_ms;
+	int64_t records, bytes, dlq, duplicates;
+	double rate;            /* records/s over the last interval */
+	int64_t last_read_wall_ms; /* 0 = never */
+	bool blocked;           /* queue full under on_full = block */
+};
+
+struct status_output {
+	char name[64], type[32];
+	char endpoint[256];     /* type's describe() line */
+	bool connected;
+	char why[256];          /* why not connected / last failure, "" if none */
+	int64_t last_ack_wall_ms; /* 0 = never */
+	int64_t cursor;
+	int64_t backlog_records;
+	int64_t backlog_oldest_wall_ms;
+	int64_t inflight_batches;
+	int64_t delivered_records, delivered_batches;
+	int64_t dlq_records;
+	int64_t retries;        /* total retries this run */
+	int64_t next_retry_in_ms; /* -1 = none scheduled */
+	double rate;            /* records/s acknowledged over the last interval */
+};
+
+struct status {
+	bool running;           /* false: read from the database, agentd down */
+	char version[32];
+	int pid;
+	int64_t now_wall_ms;
+	int64_t uptime_ms;
+	char agent_id[64];
+	char config_path[256];
+	char config_hash[65];
+	char state_dir[256];
+	bool clock_synced;
+	int64_t mem_bytes;
+	struct queue_stats queue;
+	int on_full;            /* enum on_full */
+	struct status_input *inputs;
+	int n_inputs;
+	struct status_output *outputs;
+	int n_outputs;
+};
+
+/* Render for people (one screen) or as JSON. Append to out; 0 or -ENOMEM. */
+int status_render_text(const struct status *s, struct buf *out);
+int status_render_json(const struct status *s, struct buf *out);
+
+#endif
