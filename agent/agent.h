@@ -1,0 +1,46 @@
+/* agent.h - the daemon's state: one struct agent passed explicitly. */
+#ifndef AGENT_AGENT_H
+#define AGENT_AGENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "loop.h"
+#include "queue.h"
+#include "status.h"
+
+struct input;
+struct output;
+struct control;
+
+struct agent {
+	struct config *cfg;
+	struct loop *loop;
+	struct queue *q;
+	struct input **inputs;
+	size_t n_inputs;
+	struct output **outputs;
+	size_t n_outputs;
+	struct control *ctl;
+	int64_t start_mono_ms;
+	bool stopping;
+	bool clock_synced;
+	struct loop_timer commit_timer;
+	struct loop_timer tick_timer;
+};
+
+/* Fill st with a snapshot (st->inputs / st->outputs are xcalloc'ed).
+ * Returns 0 or -errno. status_clear() frees what it allocated. */
+int agent_status_fill(struct agent *a, struct status *st);
+void status_clear(struct status *st);
+
+/* Tell every output that new records may be waiting (e.g. after a DLQ
+ * replay through the control socket). */
+void agent_kick_outputs(struct agent *a);
+
+/* Ask for a config reload (as SIGHUP does). */
+void agent_request_reload(struct agent *a);
+
+#endif
