@@ -1,0 +1,297 @@
+/* loop.c - the single event loop: epoll for fds, a short list for timers.
+ *
+ * Timers are few (one or two per input and output), so an unsorted list
+ * scanned once per iteration is simpler than a heap and just as fast.
+ * Signals are turned into bytes on a self-pipe by the handler and dispatched
+ * from the loop, so no real work ever runs in signal context.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "mem.h"
+
+#define MAX_EVENTS 64
+
+struct loop {
+	int epfd;
+	bool stop;
+	struct loop_timer *timers;
+	int sigpipe[2];
+	struct loop_fd sigwatch;
+	void (*sig_cb)(struct loop *l, int signo, void *arg);
+	void *sig_arg;
+	/* Events of the current iteration, so a watch deleted by an earlier
+	 * callback of the same batch is not dispatched after it was freed. */
+	struct epoll_event *cur;
+	int ncur;
+};
+
+/* The write end of the self-pipe, for the async-signal-safe handler. */
+static int sig_write_fd = -1;
+
+int64_t loop_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t loop_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int loop_init(struct loop **out)
+{
+	struct loop *l = xcalloc(1, sizeof(*l));
+
+	if (!l)
+		return -ENOMEM;
+	l->sigpipe[0] = l->sigpipe[1] = -1;
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->epfd < 0) {
+		int err = -errno;
+
+		xfree(l);
+		return err;
+	}
+	*out = l;
+	return 0;
+}
+
+void loop_free(struct loop *l)
+{
+	if (!l)
+		return;
+	if (l->sigpipe[0] >= 0) {
+		sig_write_fd = -1;
+		close(l->sigpipe[0]);
+		close(l->sigpipe[1]);
+	}
+	close(l->epfd);
+	xfree(l);
+}
+
+static uint32_t to_epoll(unsigned events)
+{
+	return (events & LOOP_READ ? EPOLLIN : 0) |
+	       (events & LOOP_WRITE ? EPOLLOUT : 0);
+}
+
+int loop_fd_add(struct loop *l, struct loop_fd *w)
+{
+	struct epoll_event ev = { .events = to_epoll(w->events), .data.ptr = w };
+
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0)
+		return -errno;
+	w->added = true;
+	return 0;
+}
+
+int loop_fd_update(struct loop *l, struct loop_fd *w, unsigned events)
+{
+	struct epoll_event ev = { .events = to_epoll(events), .data.ptr = w };
+
+	if (w->added && w->events == events)
+		return 0;
+	w->events = events;
+	if (!w->added)
+		return loop_fd_add(l, w);
+	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, w->fd, &ev) < 0)
+		return -errno;
+	return 0;
+}
+
+void loop_fd_del(struct loop *l, struct loop_fd *w)
+{
+	if (!w->added)
+		return;
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	w->added = false;
+	for (int i = 0; i < l->ncur; i++)
+		if (l->cur[i].data.ptr == w)
+			l->cur[i].data.ptr = NULL;
+}
+
+void loop_timer_set(struct loop *l, struct loop_timer *t, int64_t delay_ms)
+{
+	if (delay_ms < 0)
+		delay_ms = 0;
+	t->due = loop_now_ms() + delay_ms;
+	if (!t->armed) {
+		t->next = l->timers;
+		l->timers = t;
+		t->armed = true;
+	}
+}
+
+void loop_timer_cancel(struct loop *l, struct loop_timer *t)
+{
+	struct loop_timer **pp;
+
+	if (!t->armed)
+		return;
+	for (pp = &l->timers; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	}
+	t->armed = false;
+	t->next = NULL;
+}
+
+static void on_signal(int signo)
+{
+	int saved = errno;
+	unsigned char b = (unsigned char)signo;
+
+	if (sig_write_fd >= 0 && write(sig_write_fd, &b, 1) < 0) {
+		/* Pipe full: a signal of this burst is already pending. */
+	}
+	errno = saved;
+}
+
+static void sigpipe_cb(struct loop_fd *w, unsigned revents)
+{
+	struct loop *l = container_of(w, struct loop, sigwatch);
+	unsigned char buf[32];
+	ssize_t n;
+
+	while ((n = read(w->fd, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; i < n; i++)
+			l->sig_cb(l, buf[i], l->sig_arg);
+}
+
+int loop_signals(struct loop *l, const int *signals, size_t n,
+		 void (*cb)(struct loop *l, int signo, void *arg), void *arg)
+{
+	struct sigaction sa;
+	int err;
+
+	if (l->sigpipe[0] < 0) {
+		if (pipe2(l->sigpipe, O_CLOEXEC | O_NONBLOCK) < 0)
+			return -errno;
+		l->sigwatch.fd = l->sigpipe[0];
+		l->sigwatch.events = LOOP_READ;
+		l->sigwatch.cb = sigpipe_cb;
+		err = loop_fd_add(l, &l->sigwatch);
+		if (err)
+			return err;
+		sig_write_fd = l->sigpipe[1];
+	}
+	l->sig_cb = cb;
+	l->sig_arg = arg;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < n; i++)
+		if (sigaction(signals[i], &sa, NULL) < 0)
+			return -errno;
+	return 0;
+}
+
+/* Fire every due timer once; returns the wait until the next one (-1: none). */
+static int run_timers(struct loop *l)
+{
+	int64_t now = loop_now_ms(), next = -1;
+	struct loop_timer *t, *due = NULL, **pp;
+
+	/* Unlink due timers first: callbacks may set or cancel any timer. */
+	pp = &l->timers;
+	while ((t = *pp)) {
+		if (t->due <= now) {
+			*pp = t->next;
+			t->armed = false;
+			t->next = due;
+			due = t;
+		} else {
+			pp = &t->next;
+		}
+	}
+	while (due) {
+		int64_t d;
+
+		t = due;
+		due = t->next;
+		t->next = NULL;
+		d = t->cb(t);
+		if (d >= 0 && !t->armed)
+			loop_timer_set(l, t, d);
+		if (l->stop)
+			break;
+	}
+	/* Timers unlinked but not run because of a stop are re-armed as due. */
+	while (due) {
+		t = due;
+		due = t->next;
+		t->next = NULL;
+		loop_timer_set(l, t, 0);
+	}
+	now = loop_now_ms();
+	for (t = l->timers; t; t = t->next) {
+		int64_t w = t->due > now ? t->due - now : 0;
+
+		if (next < 0 || w < next)
+			next = w;
+	}
+	if (next > 60000)
+		next = 60000;
+	return (int)next;
+}
+
+int loop_run(struct loop *l)
+{
+	struct epoll_event evs[MAX_EVENTS];
+
+	l->stop = false;
+	while (!l->stop) {
+		int timeout = run_timers(l);
+		int n;
+
+		if (l->stop)
+			break;
+		n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("event loop: epoll_wait: %s", strerror(errno));
+			return -errno;
+		}
+		l->cur = evs;
+		l->ncur = n;
+		for (int i = 0; i < n && !l->stop; i++) {
+			struct loop_fd *w = evs[i].data.ptr;
+			unsigned re = 0;
+
+			if (!w)
+				continue;
+			if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
+				re |= LOOP_READ;
+			if (evs[i].events & EPOLLOUT)
+				re |= LOOP_WRITE;
+			if (evs[i].events & (EPOLLERR | EPOLLHUP))
+				re |= LOOP_ERROR;
+			w->cb(w, re);
+		}
+		l->ncur = 0;
+	}
+	return 0;
+}
+
+void loop_stop(struct loop *l)
+{
+	l->stop = true;
+}
