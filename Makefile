@@ -20,7 +20,7 @@ ifeq ($(RELEASE),1)
 CFLAGS_DEV  = -O2 -g
 else
 CFLAGS_DEV  = -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-	      -Wmissing-prototypes -Wno-unused-parameter -Wformat=2
+	      -Wmissing-prototypes -Wno-unused-parameter -Wno-missing-field-initializers -Wformat=2
 endif
 ifneq ($(SANITIZE),)
 CFLAGS_SAN  = -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -36,7 +36,7 @@ CORE_OBJ = $(CORE_SRC:%.c=$(O)/%.o)
 TEST_SRC = $(wildcard tests/unit/test_*.c)
 TESTS    = $(TEST_SRC:tests/unit/%.c=$(O)/tests/%)
 
-all: deps $(O)/agentd $(O)/agentctl
+all: deps $(O)/agentd $(O)/agentctl $(O)/agent-decode
 
 # Install build dependencies when a header or library is missing.
 deps:
@@ -50,6 +50,9 @@ $(O)/agentd: $(O)/agent/main.o $(O)/libagent.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(O)/agentctl: $(O)/tools/agentctl.o $(O)/libagent.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(O)/agent-decode: $(O)/tools/agent-decode.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(O)/tests/%: $(O)/tests/unit/%.o $(O)/libagent.a
