@@ -27,8 +27,10 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 void buf_reset(struct buf *b);   /* len = 0, keeps memory */
 void buf_release(struct buf *b); /* frees memory */
 
-/* Append s as a JSON string literal (with quotes). The input must be valid
- * UTF-8 (see utf8_valid); control characters are escaped. */
+/* Append s as a JSON string literal (with quotes). The input should be
+ * valid UTF-8 (see utf8_valid); control characters are escaped, and any
+ * ill-formed byte is written as \ufffd so the output is always valid JSON.
+ * On -ENOMEM b is left as it was. */
 int json_add_str(struct buf *b, const char *s, size_t len);
 
 /* A JSON writer that tracks commas; keys are ignored inside arrays.
@@ -37,6 +39,7 @@ struct status_buf {
 	struct buf b;
 	int depth;
 	bool first[32];
+	uint32_t arrays; /* bit n set: level n is an array */
 	int err;
 };
 void jw_init(struct status_buf *w);
@@ -51,7 +54,9 @@ void jw_raw(struct status_buf *w, const char *key, const char *json, size_t len)
 void jw_str(struct status_buf *w, const char *key, const char *val); /* NULL -> null */
 void jw_int(struct status_buf *w, const char *key, int64_t v);
 void jw_bool(struct status_buf *w, const char *key, bool v);
-int jw_finish(struct status_buf *w); /* 0 or -ENOMEM */
+/* 0, -ENOMEM, or -EINVAL when begin/end calls do not pair up, nesting
+ * passes 32, or a value inside an object has no key. */
+int jw_finish(struct status_buf *w);
 
 /* UTF-8 validation (no overlongs, no surrogates, max U+10FFFF).
  * Returns true if valid; otherwise *bad_off gets the first bad byte. */
