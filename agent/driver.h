@@ -20,7 +20,9 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "log.h"
 #include "loop.h"
+#include "mem.h"
 
 #define DRIVER_VERSION 1
 
@@ -72,6 +74,12 @@ int input_save_position(struct input *in, const char *source,
 int input_load_position(struct input *in, const char *source, void **state,
 			size_t *len);
 int input_forget_position(struct input *in, const char *source);
+/* True when the input's parser needs each file's header line (csv). The
+ * driver then hands the header of the file it reads from over with
+ * input_set_header() before that file's records, again whenever it switches
+ * files, and never emits the header line as a record. 0 or -ENOMEM. */
+bool input_wants_header(const struct input *in);
+int input_set_header(struct input *in, const char *data, size_t len);
 /* True while the queue refuses records (on_full = block and full). */
 bool input_blocked(const struct input *in);
 /* Record a problem for status and the log (rate-limited per input). */
