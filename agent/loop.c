@@ -23,6 +23,7 @@ struct loop {
 	int epfd;
 	bool stop;
 	struct loop_timer *timers;
+	struct loop_timer *due;   /* unlinked for firing in this pass */
 	int sigpipe[2];
 	struct loop_fd sigwatch;
 	void (*sig_cb)(struct loop *l, int signo, void *arg);
@@ -124,8 +125,23 @@ void loop_fd_del(struct loop *l, struct loop_fd *w)
 			l->cur[i].data.ptr = NULL;
 }
 
+/* Take t off the list of timers firing in this pass; true if it was there. */
+static bool unlink_due(struct loop *l, struct loop_timer *t)
+{
+	for (struct loop_timer **pp = &l->due; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			t->next = NULL;
+			return true;
+		}
+	}
+	return false;
+}
+
 void loop_timer_set(struct loop *l, struct loop_timer *t, int64_t delay_ms)
 {
+	if (!t->armed)
+		unlink_due(l, t);
 	if (delay_ms < 0)
 		delay_ms = 0;
 	t->due = loop_now_ms() + delay_ms;
@@ -140,7 +156,9 @@ void loop_timer_cancel(struct loop *l, struct loop_timer *t)
 {
 	struct loop_timer **pp;
 
-	if (!t->armed)
+	/* A timer due in the current pass is on l->due: a callback may
+	 * cancel (and free) another timer that is due in the same pass. */
+	if (unlink_due(l, t) || !t->armed)
 		return;
 	for (pp = &l->timers; *pp; pp = &(*pp)->next) {
 		if (*pp == t) {
@@ -207,7 +225,7 @@ int loop_signals(struct loop *l, const int *signals, size_t n,
 static int run_timers(struct loop *l)
 {
 	int64_t now = loop_now_ms(), next = -1;
-	struct loop_timer *t, *due = NULL, **pp;
+	struct loop_timer *t, **pp;
 
 	/* Unlink due timers first: callbacks may set or cancel any timer. */
 	pp = &l->timers;
@@ -215,17 +233,17 @@ static int run_timers(struct loop *l)
 		if (t->due <= now) {
 			*pp = t->next;
 			t->armed = false;
-			t->next = due;
-			due = t;
+			t->next = l->due;
+			l->due = t;
 		} else {
 			pp = &t->next;
 		}
 	}
-	while (due) {
+	while (l->due) {
 		int64_t d;
 
-		t = due;
-		due = t->next;
+		t = l->due;
+		l->due = t->next;
 		t->next = NULL;
 		d = t->cb(t);
 		if (d >= 0 && !t->armed)
@@ -234,9 +252,9 @@ static int run_timers(struct loop *l)
 			break;
 	}
 	/* Timers unlinked but not run because of a stop are re-armed as due. */
-	while (due) {
-		t = due;
-		due = t->next;
+	while (l->due) {
+		t = l->due;
+		l->due = t->next;
 		t->next = NULL;
 		loop_timer_set(l, t, 0);
 	}
