@@ -87,4 +87,7 @@ void output_kick(struct output *o);
  * then a random value in [d/2, d]. */
 int64_t backoff_delay(int64_t base_ms, int64_t cap_ms, unsigned attempt);
 
+/* The output types, listed in output_types[]. */
+extern const struct output_type out_mqtt;
+
 #endif
