@@ -29,12 +29,28 @@ struct agent {
 	bool clock_synced;
 	struct loop_timer commit_timer;
 	struct loop_timer tick_timer;
+	struct loop_timer reload_timer;
 };
+
+/* Start the pipeline on config c (owned by the agent from now on).
+ * Returns 0 or -errno. */
+int agent_start(struct agent *a, struct config *c);
+/* Replace the running pipeline by one built on nc (owned from now on). */
+int agent_reload(struct agent *a, struct config *nc);
+/* Stop inputs, commit, give outputs until deadline_ms (monotonic) to
+ * finish in-flight batches. True once all are done. */
+bool agent_drain(struct agent *a, int64_t deadline_ms);
+/* Free everything agent_start() built. */
+void agent_release(struct agent *a);
 
 /* Fill st with a snapshot (st->inputs / st->outputs are xcalloc'ed).
  * Returns 0 or -errno. status_clear() frees what it allocated. */
 int agent_status_fill(struct agent *a, struct status *st);
 void status_clear(struct status *st);
+
+/* Note a write to the queue's open transaction: commits when
+ * commit_records are pending, else within commit_interval. */
+void agent_wrote(struct agent *a);
 
 /* Tell every output that new records may be waiting (e.g. after a DLQ
  * replay through the control socket). */

@@ -7,7 +7,7 @@
  *     id = gw-01
  *     [input sensors]        # section kind, then instance name
  *     driver = tail
- *     path = /var/log/sensors/*.log
+ *     path = /var/log/sensors/sensor-?.log (globs allowed)
  *     [output lake]
  *     type = mqtt
  *
@@ -53,6 +53,7 @@ struct agent_conf {
 	char *state_dir;
 	char *control_socket;   /* default <state_dir>/agentd.sock */
 	int log_level;
+	bool trust_clock;
 };
 
 struct queue_conf {
@@ -78,7 +79,6 @@ struct input_conf {
 struct output_conf {
 	char *name;
 	char *type;
-	char *streams;          /* glob of stream names routed here; default "*" */
 	int64_t batch_max_records;
 	int64_t batch_max_bytes;
 	int64_t linger_ms;

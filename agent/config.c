@@ -1,0 +1,951 @@
+/* config.c - strict loading of the one configuration format (see config.h).
+ *
+ * A file is read whole, split into sections of key = value lines, and each
+ * section is checked against its key table. Input and output sections are
+ * checked in two steps because the `driver` / `type` key, which may come on
+ * any line, decides which further keys are allowed.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mbedtls/sha256.h>
+#include <mbedtls/version.h>
+
+#include "config.h"
+#include "driver.h"
+#include "log.h"
+#include "mem.h"
+#include "output.h"
+
+#define MAX_CONFIG_BYTES (1 << 20)
+
+static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
+static const char *const on_full_names[] = { "drop_oldest", "block", NULL };
+static const char *const sync_names[] = { "off", "normal", "full", NULL };
+static const char *const parser_names[] = { "raw", "json", "csv", NULL };
+
+#define AK(f) offsetof(struct agent_conf, f)
+static const struct cfg_key agent_keys[] = {
+	{ "id", CFG_STR, NULL, AK(id),
+	  "Agent id carried in every record and topic. Letters, digits, '-', '_' and '.'; default: the host name." },
+	{ "state_dir", CFG_STR, "/var/lib/agentd", AK(state_dir),
+	  "Directory holding the queue database (queue.db) and the control socket. Must be on persistent storage." },
+	{ "control_socket", CFG_STR, NULL, AK(control_socket),
+	  "Path of the control socket agentctl talks to; default: <state_dir>/agentd.sock." },
+	{ "log_level", CFG_ENUM, "info", AK(log_level),
+	  "How much agentd logs to standard error: error, warn, info or debug.", log_levels },
+	{ "trust_clock", CFG_BOOL, "false", AK(trust_clock),
+	  "Treat the wall clock as correct even when the kernel says it is not synchronised (no NTP). "
+	  "When false, records taken while the clock is unsynchronised carry \"clock\":\"unsynced\"." },
+	{ NULL },
+};
+
+#define QK(f) offsetof(struct queue_conf, f)
+static const struct cfg_key queue_keys[] = {
+	{ "max_bytes", CFG_SIZE, "1GiB", QK(max_bytes),
+	  "Disk budget for the queue (database plus write-ahead log). When it is reached, on_full decides.",
+	  NULL, 1 << 20, 0 },
+	{ "on_full", CFG_ENUM, "drop_oldest", QK(on_full),
+	  "What happens when the disk budget is reached: drop_oldest evicts the oldest records and ships a gap "
+	  "marker saying which seq range was lost; block stops reading inputs (a tailed file simply waits) until "
+	  "outputs catch up, losing nothing but letting sources back up.", on_full_names },
+	{ "commit_interval", CFG_DURATION, "20ms", QK(commit_interval_ms),
+	  "Longest time an accepted record waits before its transaction commits. Records are only acknowledged "
+	  "to sources and shipped after the commit.", NULL, 1, 10000 },
+	{ "commit_records", CFG_INT, "5000", QK(commit_records),
+	  "Commit as soon as this many records are pending, even before commit_interval.", NULL, 1, 1000000 },
+	{ "synchronous", CFG_ENUM, "full", QK(synchronous),
+	  "Durability of each commit. full: every commit is fsynced; a power cut loses nothing that was accepted. "
+	  "normal: fsync only at checkpoints; several times faster on SD cards, but a power cut can roll back "
+	  "the last commits (records read from files are then read again, since the file position rolls back "
+	  "with them; records from sources that were already acknowledged are lost). off: no fsync at all; "
+	  "a power cut can corrupt the queue (it is then moved aside and a fresh one started).", sync_names },
+	{ "max_record_bytes", CFG_SIZE, "64KiB", QK(max_record_bytes),
+	  "Largest record accepted. A longer record (for example a line) goes to the dead-letter queue whole, "
+	  "with the reason; it is never cut.", NULL, 16, 64 << 20 },
+	{ NULL },
+};
+
+#define IK(f) offsetof(struct input_conf, f)
+static const struct cfg_key input_keys[] = {
+	{ "driver", CFG_STR, NULL, IK(driver),
+	  "Which input driver reads this source (see the driver keys below).", NULL, 0, 0, true },
+	{ "stream", CFG_STR, NULL, IK(stream),
+	  "Stream name carried by this input's records and used in topics; default: the input's name." },
+	{ "parser", CFG_ENUM, "raw", IK(parser),
+	  "How a record's bytes become its data: raw (a JSON string of the text), json (validated JSON, "
+	  "shipped unchanged) or csv (an object built from the file's header line). Records that do not "
+	  "parse go to the dead-letter queue with the reason.", parser_names },
+	{ "max_record_bytes", CFG_SIZE, "0", IK(max_record_bytes),
+	  "Per-input override of queue max_record_bytes; 0 uses the queue's value.", NULL, 0, 64 << 20 },
+	{ NULL },
+};
+
+#define OK_(f) offsetof(struct output_conf, f)
+static const struct cfg_key output_keys[] = {
+	{ "type", CFG_STR, NULL, OK_(type),
+	  "Which output sends the batches (see the output keys below).", NULL, 0, 0, true },
+	{ "batch_max_records", CFG_INT, "5000", OK_(batch_max_records),
+	  "Most records in one batch.", NULL, 1, 1000000 },
+	{ "batch_max_bytes", CFG_SIZE, "1MiB", OK_(batch_max_bytes),
+	  "Most uncompressed bytes (NDJSON) in one batch; a single larger record travels alone.",
+	  NULL, 1024, 256 << 20 },
+	{ "linger", CFG_DURATION, "500ms", OK_(linger_ms),
+	  "How long a batch that is not full waits for more records before it is sent.", NULL, 0, 3600000 },
+	{ "max_inflight", CFG_INT, "4", OK_(max_inflight),
+	  "Batches sent and not yet acknowledged, at most. Bounds memory and duplicates after a failure.",
+	  NULL, 1, 64 },
+	{ "retry_base", CFG_DURATION, "1s", OK_(retry_base_ms),
+	  "First retry delay after a transient failure; it doubles on each further failure, with jitter.",
+	  NULL, 10, 3600000 },
+	{ "retry_max", CFG_DURATION, "5m", OK_(retry_max_ms),
+	  "Longest retry delay.", NULL, 10, 86400000 },
+	{ "compression_level", CFG_INT, "3", OK_(compression_level),
+	  "zstd level for batch bodies (1 fastest ... 19 smallest).", NULL, 1, 19 },
+	{ NULL },
+};
+
+struct entry {
+	const char *key, *value;
+	int line;
+	bool used;
+};
+
+struct section {
+	char kind[16];
+	char name[64];
+	int line;
+	struct entry *e;
+	size_t n, cap;
+};
+
+struct parser_state {
+	const char *file;
+	char *err;
+	size_t errlen;
+};
+
+static int fail(struct parser_state *ps, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct parser_state *ps, int line, const char *fmt, ...)
+{
+	va_list ap;
+	int n = 0;
+
+	if (line > 0)
+		n = snprintf(ps->err, ps->errlen, "%s:%d: ", ps->file, line);
+	else
+		n = snprintf(ps->err, ps->errlen, "%s: ", ps->file);
+	if (n < 0 || (size_t)n >= ps->errlen)
+		return -EINVAL;
+	va_start(ap, fmt);
+	vsnprintf(ps->err + n, ps->errlen - n, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int parse_int(const char *v, int64_t *out, const char **rest)
+{
+	char *end;
+	long long x;
+
+	errno = 0;
+	if (!isdigit((unsigned char)v[0]) && !(v[0] == '-' && isdigit((unsigned char)v[1])))
+		return -EINVAL;
+	x = strtoll(v, &end, 10);
+	if (errno)
+		return -EINVAL;
+	*out = x;
+	*rest = end;
+	return 0;
+}
+
+static int mul_ok(int64_t x, int64_t m, int64_t *out)
+{
+	if (x > INT64_MAX / m || x < INT64_MIN / m)
+		return -ERANGE;
+	*out = x * m;
+	return 0;
+}
+
+static int parse_size(const char *v, int64_t *out)
+{
+	static const struct { const char *s; int64_t m; } u[] = {
+		{ "", 1 }, { "b", 1 }, { "k", 1024 }, { "kib", 1024 }, { "kb", 1024 },
+		{ "m", 1 << 20 }, { "mib", 1 << 20 }, { "mb", 1 << 20 },
+		{ "g", 1 << 30 }, { "gib", 1 << 30 }, { "gb", 1 << 30 },
+		{ "t", 1LL << 40 }, { "tib", 1LL << 40 }, { "tb", 1LL << 40 },
+	};
+	const char *rest;
+	int64_t x;
+
+	if (parse_int(v, &x, &rest) || x < 0)
+		return -EINVAL;
+	while (*rest == ' ')
+		rest++;
+	for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++)
+		if (!strcasecmp(rest, u[i].s))
+			return mul_ok(x, u[i].m, out) ? -EINVAL : 0;
+	return -EINVAL;
+}
+
+static int parse_duration(const char *v, int64_t *out)
+{
+	static const struct { const char *s; int64_t m; } u[] = {
+		{ "", 1 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "min", 60000 },
+		{ "h", 3600000 }, { "d", 86400000 },
+	};
+	const char *rest;
+	int64_t x;
+
+	if (parse_int(v, &x, &rest) || x < 0)
+		return -EINVAL;
+	while (*rest == ' ')
+		rest++;
+	for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++)
+		if (!strcmp(rest, u[i].s))
+			return mul_ok(x, u[i].m, out) ? -EINVAL : 0;
+	return -EINVAL;
+}
+
+static const char *type_hint(enum cfg_type t)
+{
+	switch (t) {
+	case CFG_STR: return "text";
+	case CFG_INT: return "integer";
+	case CFG_SIZE: return "size (e.g. 512KiB, 64MiB, 1GiB)";
+	case CFG_DURATION: return "duration (e.g. 250ms, 5s, 2m, 1h)";
+	case CFG_BOOL: return "boolean (true or false)";
+	case CFG_ENUM: return "one of";
+	}
+	return "value";
+}
+
+int cfg_set(const struct cfg_key *k, void *base, const char *v, char *err, size_t errlen)
+{
+	char *p = (char *)base + k->offset;
+	int64_t x = 0;
+	int rc = 0;
+
+	switch (k->type) {
+	case CFG_STR: {
+		char *s = xstrdup(v);
+
+		if (!s)
+			return -ENOMEM;
+		xfree(*(char **)p);
+		*(char **)p = s;
+		return 0;
+	}
+	case CFG_BOOL:
+		if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1"))
+			*(bool *)p = true;
+		else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "0"))
+			*(bool *)p = false;
+		else
+			rc = -EINVAL;
+		break;
+	case CFG_ENUM:
+		for (int i = 0; k->enums[i]; i++) {
+			if (!strcmp(v, k->enums[i])) {
+				*(int *)p = i;
+				return 0;
+			}
+		}
+		{
+			size_t n = (size_t)snprintf(err, errlen, "'%s' is not one of:", v);
+
+			for (int i = 0; k->enums[i] && n < errlen; i++)
+				n += (size_t)snprintf(err + n, errlen - n, "%s %s", i ? "," : "", k->enums[i]);
+		}
+		return -EINVAL;
+	case CFG_INT: {
+		const char *rest;
+
+		rc = parse_int(v, &x, &rest);
+		if (!rc && *rest)
+			rc = -EINVAL;
+		break;
+	}
+	case CFG_SIZE:
+		rc = parse_size(v, &x);
+		break;
+	case CFG_DURATION:
+		rc = parse_duration(v, &x);
+		break;
+	}
+	if (rc) {
+		snprintf(err, errlen, "'%s' is not a valid %s", v, type_hint(k->type));
+		return -EINVAL;
+	}
+	if (k->type == CFG_BOOL)
+		return 0;
+	if ((k->min || k->max) && (x < k->min || (k->max && x > k->max))) {
+		if (k->max)
+			snprintf(err, errlen, "%s is out of range (%" PRId64 " to %" PRId64 "%s)", v,
+				 k->min, k->max, k->type == CFG_DURATION ? " ms" :
+				 k->type == CFG_SIZE ? " bytes" : "");
+		else
+			snprintf(err, errlen, "%s is below the minimum %" PRId64 "%s", v, k->min,
+				 k->type == CFG_DURATION ? " ms" : k->type == CFG_SIZE ? " bytes" : "");
+		return -EINVAL;
+	}
+	*(int64_t *)p = x;
+	return 0;
+}
+
+int cfg_defaults(const struct cfg_key *keys, void *base)
+{
+	char err[128];
+
+	for (const struct cfg_key *k = keys; k && k->name; k++) {
+		if (!k->def)
+			continue;
+		if (cfg_set(k, base, k->def, err, sizeof(err))) {
+			log_error("built-in default of %s is invalid: %s", k->name, err);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+void cfg_release(const struct cfg_key *keys, void *base)
+{
+	for (const struct cfg_key *k = keys; k && k->name; k++) {
+		if (k->type == CFG_STR) {
+			char **p = (char **)((char *)base + k->offset);
+
+			xfree(*p);
+			*p = NULL;
+		}
+	}
+}
+
+static const struct cfg_key *find_key(const struct cfg_key *keys, const char *name)
+{
+	for (const struct cfg_key *k = keys; k && k->name; k++)
+		if (!strcmp(k->name, name))
+			return k;
+	return NULL;
+}
+
+/* Apply every entry of s that one of the tables knows; mark it used. */
+static int apply(struct parser_state *ps, struct section *s, const struct cfg_key *keys, void *base)
+{
+	char msg[256];
+
+	for (size_t i = 0; i < s->n; i++) {
+		const struct cfg_key *k = find_key(keys, s->e[i].key);
+		int rc;
+
+		if (!k)
+			continue;
+		rc = cfg_set(k, base, s->e[i].value, msg, sizeof(msg));
+		if (rc == -ENOMEM)
+			return fail(ps, s->e[i].line, "out of memory");
+		if (rc)
+			return fail(ps, s->e[i].line, "key '%s': %s", k->name, msg);
+		s->e[i].used = true;
+	}
+	for (const struct cfg_key *k = keys; k && k->name; k++) {
+		bool set = false;
+
+		for (size_t i = 0; i < s->n; i++)
+			set |= !strcmp(s->e[i].key, k->name);
+		if (k->required && !set)
+			return fail(ps, s->line, "[%s%s%s]: missing required key '%s'", s->kind,
+				    s->name[0] ? " " : "", s->name, k->name);
+	}
+	return 0;
+}
+
+static int check_unused(struct parser_state *ps, const struct section *s, const char *what)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (!s->e[i].used)
+			return fail(ps, s->e[i].line, "unknown key '%s' in [%s%s%s]%s", s->e[i].key,
+				    s->kind, s->name[0] ? " " : "", s->name, what);
+	return 0;
+}
+
+static const char *entry_value(const struct section *s, const char *key)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (!strcmp(s->e[i].key, key))
+			return s->e[i].value;
+	return NULL;
+}
+
+static bool valid_name(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("-_.", *s))
+			return false;
+	return true;
+}
+
+static int load_input(struct parser_state *ps, struct config *c, struct section *s)
+{
+	struct input_conf *in = xcalloc(1, sizeof(*in)), **tail;
+	const struct driver *d;
+	const char *dname;
+	char msg[256];
+	int rc;
+
+	if (!in)
+		return -ENOMEM;
+	for (tail = &c->inputs; *tail; tail = &(*tail)->next)
+		;
+	*tail = in;
+	c->n_inputs++;
+	in->name = xstrdup(s->name);
+	if (!in->name || cfg_defaults(input_keys, in))
+		return -ENOMEM;
+	dname = entry_value(s, "driver");
+	d = dname ? driver_find(dname) : NULL;
+	if (dname && !d) {
+		size_t n = 0;
+
+		for (int i = 0; driver_registry[i] && n < sizeof(msg); i++)
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s%s", i ? ", " : "",
+					      driver_registry[i]->name);
+		for (size_t i = 0; i < s->n; i++)
+			if (!strcmp(s->e[i].key, "driver"))
+				return fail(ps, s->e[i].line, "key 'driver': unknown driver '%s' (known: %s)",
+					    dname, msg);
+	}
+	rc = apply(ps, s, input_keys, in);
+	if (rc)
+		return rc;
+	in->drv_type = d;
+	in->drv = xcalloc(1, d->conf_size ? d->conf_size : 1);
+	if (!in->drv || cfg_defaults(d->conf_keys, in->drv))
+		return -ENOMEM;
+	rc = apply(ps, s, d->conf_keys, in->drv);
+	if (rc)
+		return rc;
+	rc = check_unused(ps, s, " (not a key of this driver)");
+	if (rc)
+		return rc;
+	if (!in->stream && !(in->stream = xstrdup(in->name)))
+		return -ENOMEM;
+	if (!valid_name(in->stream))
+		return fail(ps, s->line, "[input %s]: key 'stream': '%s' may only hold letters, digits, '-', '_' and '.'",
+			    s->name, in->stream);
+	if (d->validate && d->validate(in->drv, msg, sizeof(msg)))
+		return fail(ps, s->line, "[input %s]: %s", s->name, msg);
+	return 0;
+}
+
+static int load_output(struct parser_state *ps, struct config *c, struct section *s)
+{
+	struct output_conf *o = xcalloc(1, sizeof(*o)), **tail;
+	const struct output_type *t;
+	const char *tname;
+	char msg[256];
+	int rc;
+
+	if (!o)
+		return -ENOMEM;
+	for (tail = &c->outputs; *tail; tail = &(*tail)->next)
+		;
+	*tail = o;
+	c->n_outputs++;
+	o->name = xstrdup(s->name);
+	if (!o->name || cfg_defaults(output_keys, o))
+		return -ENOMEM;
+	tname = entry_value(s, "type");
+	t = tname ? output_type_find(tname) : NULL;
+	if (tname && !t) {
+		size_t n = 0;
+
+		for (int i = 0; output_types[i] && n < sizeof(msg); i++)
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s%s", i ? ", " : "",
+					      output_types[i]->name);
+		for (size_t i = 0; i < s->n; i++)
+			if (!strcmp(s->e[i].key, "type"))
+				return fail(ps, s->e[i].line, "key 'type': unknown output type '%s' (known: %s)",
+					    tname, msg);
+	}
+	rc = apply(ps, s, output_keys, o);
+	if (rc)
+		return rc;
+	o->out_type = t;
+	o->typ = xcalloc(1, t->conf_size ? t->conf_size : 1);
+	if (!o->typ || cfg_defaults(t->conf_keys, o->typ))
+		return -ENOMEM;
+	rc = apply(ps, s, t->conf_keys, o->typ);
+	if (rc)
+		return rc;
+	rc = check_unused(ps, s, " (not a key of this output type)");
+	if (rc)
+		return rc;
+	if (t->validate && t->validate(o->typ, msg, sizeof(msg)))
+		return fail(ps, s->line, "[output %s]: %s", s->name, msg);
+	return 0;
+}
+
+/* Trim blanks in place; strip a trailing comment (# after a blank) unless
+ * the value is quoted. Returns the value start. */
+static char *clean_value(char *v, bool *bad_quote)
+{
+	char *end;
+
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (*v == '"') {
+		char *q = strchr(v + 1, '"');
+
+		if (!q) {
+			*bad_quote = true;
+			return v;
+		}
+		*q = '\0';
+		for (char *r = q + 1; *r; r++) {
+			if (*r == '#')
+				break;
+			if (*r != ' ' && *r != '\t') {
+				*bad_quote = true;
+				break;
+			}
+		}
+		return v + 1;
+	}
+	for (char *p = v; *p; p++) {
+		if (*p == '#' && (p == v || p[-1] == ' ' || p[-1] == '\t')) {
+			*p = '\0';
+			break;
+		}
+	}
+	end = v + strlen(v);
+	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+		*--end = '\0';
+	return v;
+}
+
+static int add_entry(struct section *s, const char *k, const char *v, int line)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 16;
+		struct entry *e = xrealloc(s->e, cap * sizeof(*e));
+
+		if (!e)
+			return -ENOMEM;
+		s->e = e;
+		s->cap = cap;
+	}
+	s->e[s->n++] = (struct entry){ k, v, line, false };
+	return 0;
+}
+
+static void hash_hex(const char *text, size_t len, char out[65])
+{
+	unsigned char d[32];
+
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+	mbedtls_sha256((const unsigned char *)text, len, d, 0);
+#else
+	mbedtls_sha256_ret((const unsigned char *)text, len, d, 0);
+#endif
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static int parse_sections(struct parser_state *ps, char *text, struct section **out, size_t *nout)
+{
+	struct section *secs = NULL;
+	size_t n = 0, cap = 0;
+	char *line = text, *next;
+	int lineno = 0, rc = 0;
+
+	for (; line; line = next) {
+		char *p, *eq;
+		bool badq = false;
+
+		lineno++;
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		if ((p = strchr(line, '\r')) && p[1] == '\0')
+			*p = '\0';
+		for (p = line; *p; p++) {
+			if ((unsigned char)*p < 0x20 && *p != '\t') {
+				rc = fail(ps, lineno, "control character 0x%02x in line", (unsigned char)*p);
+				goto out_free;
+			}
+		}
+		p = line;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p || *p == '#' || *p == ';')
+			continue;
+		if (*p == '[') {
+			char *close = strchr(p, ']'), *rest, kind[16] = "", name[64] = "";
+			int fields;
+
+			if (!close) {
+				rc = fail(ps, lineno, "section header without ']'");
+				goto out_free;
+			}
+			*close = '\0';
+			rest = clean_value(close + 1, &badq);
+			if (*rest) {
+				rc = fail(ps, lineno, "text after section header: '%s'", rest);
+				goto out_free;
+			}
+			fields = sscanf(p + 1, " %15s %63s", kind, name);
+			{
+				char extra[8];
+
+				if (sscanf(p + 1, " %*s %*s %7s", extra) == 1) {
+					rc = fail(ps, lineno, "section header has too many words");
+					goto out_free;
+				}
+			}
+			if (fields < 1) {
+				rc = fail(ps, lineno, "empty section header");
+				goto out_free;
+			}
+			if (!strcmp(kind, "agent") || !strcmp(kind, "queue")) {
+				if (fields == 2) {
+					rc = fail(ps, lineno, "[%s] takes no name", kind);
+					goto out_free;
+				}
+			} else if (!strcmp(kind, "input") || !strcmp(kind, "output")) {
+				if (fields != 2 || !valid_name(name)) {
+					rc = fail(ps, lineno, "[%s NAME] needs a name of letters, digits, '-', '_' and '.'",
+						  kind);
+					goto out_free;
+				}
+			} else {
+				rc = fail(ps, lineno, "unknown section [%s] (known: agent, queue, input NAME, output NAME)",
+					  kind);
+				goto out_free;
+			}
+			for (size_t i = 0; i < n; i++) {
+				if (!strcmp(secs[i].kind, kind) && !strcmp(secs[i].name, name)) {
+					rc = fail(ps, lineno, "section [%s%s%s] appears twice (first on line %d)",
+						  kind, *name ? " " : "", name, secs[i].line);
+					goto out_free;
+				}
+			}
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 8;
+				struct section *ns = xrealloc(secs, nc * sizeof(*ns));
+
+				if (!ns) {
+					rc = -ENOMEM;
+					goto out_free;
+				}
+				secs = ns;
+				cap = nc;
+			}
+			memset(&secs[n], 0, sizeof(secs[n]));
+			snprintf(secs[n].kind, sizeof(secs[n].kind), "%s", kind);
+			snprintf(secs[n].name, sizeof(secs[n].name), "%s", name);
+			secs[n].line = lineno;
+			n++;
+			continue;
+		}
+		eq = strchr(p, '=');
+		if (!eq) {
+			rc = fail(ps, lineno, "expected 'key = value' or '[section]'");
+			goto out_free;
+		}
+		{
+			char *k = p, *ke = eq, *v;
+
+			while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t'))
+				ke--;
+			*ke = '\0';
+			v = clean_value(eq + 1, &badq);
+			if (badq) {
+				rc = fail(ps, lineno, "key '%s': unbalanced or misplaced quote", k);
+				goto out_free;
+			}
+			if (!*k) {
+				rc = fail(ps, lineno, "missing key before '='");
+				goto out_free;
+			}
+			if (!n) {
+				rc = fail(ps, lineno, "key '%s' before any [section]", k);
+				goto out_free;
+			}
+			for (size_t i = 0; i < secs[n - 1].n; i++) {
+				if (!strcmp(secs[n - 1].e[i].key, k)) {
+					rc = fail(ps, lineno, "key '%s' set twice (first on line %d)", k,
+						  secs[n - 1].e[i].line);
+					goto out_free;
+				}
+			}
+			if (add_entry(&secs[n - 1], k, v, lineno)) {
+				rc = -ENOMEM;
+				goto out_free;
+			}
+		}
+	}
+	*out = secs;
+	*nout = n;
+	return 0;
+out_free:
+	for (size_t i = 0; i < n; i++)
+		xfree(secs[i].e);
+	xfree(secs);
+	return rc;
+}
+
+int config_parse(const char *text, size_t len, const char *name, struct config **out, char *err,
+		 size_t errlen)
+{
+	struct parser_state ps = { name, err, errlen };
+	struct section *secs = NULL;
+	struct config *c;
+	size_t nsec = 0;
+	char *copy;
+	int rc;
+
+	err[0] = '\0';
+	if (memchr(text, '\0', len))
+		return fail(&ps, 0, "file contains a NUL byte: not a text config");
+	c = xcalloc(1, sizeof(*c));
+	copy = xstrndup(text, len);
+	if (!c || !copy) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	hash_hex(text, len, c->hash);
+	c->path = xstrdup(name);
+	if (!c->path || cfg_defaults(agent_keys, &c->agent) || cfg_defaults(queue_keys, &c->queue)) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	rc = parse_sections(&ps, copy, &secs, &nsec);
+	if (rc)
+		goto out_free;
+	for (size_t i = 0; i < nsec && !rc; i++) {
+		struct section *s = &secs[i];
+
+		if (!strcmp(s->kind, "agent")) {
+			rc = apply(&ps, s, agent_keys, &c->agent);
+			if (!rc)
+				rc = check_unused(&ps, s, "");
+		} else if (!strcmp(s->kind, "queue")) {
+			rc = apply(&ps, s, queue_keys, &c->queue);
+			if (!rc)
+				rc = check_unused(&ps, s, "");
+		} else if (!strcmp(s->kind, "input")) {
+			rc = load_input(&ps, c, s);
+		} else {
+			rc = load_output(&ps, c, s);
+		}
+	}
+	if (rc)
+		goto out_free;
+	if (!c->agent.id) {
+		char host[256] = "agent";
+
+		gethostname(host, sizeof(host) - 1);
+		if (!(c->agent.id = xstrdup(host))) {
+			rc = -ENOMEM;
+			goto out_free;
+		}
+	}
+	if (!valid_name(c->agent.id)) {
+		rc = fail(&ps, 0, "[agent] key 'id': '%s' may only hold letters, digits, '-', '_' and '.'",
+			  c->agent.id);
+		goto out_free;
+	}
+	if (c->agent.state_dir[0] != '/') {
+		rc = fail(&ps, 0, "[agent] key 'state_dir': '%s' must be an absolute path", c->agent.state_dir);
+		goto out_free;
+	}
+	if (!c->agent.control_socket) {
+		struct buf b = BUF_INIT;
+
+		if (buf_printf(&b, "%s/agentd.sock", c->agent.state_dir)) {
+			rc = -ENOMEM;
+			goto out_free;
+		}
+		c->agent.control_socket = b.p;
+	}
+	if (!c->n_inputs) {
+		rc = fail(&ps, 0, "no [input NAME] section: the agent would have nothing to collect");
+		goto out_free;
+	}
+	if (!c->n_outputs) {
+		rc = fail(&ps, 0, "no [output NAME] section: the agent would have nowhere to send data");
+		goto out_free;
+	}
+	*out = c;
+	c = NULL;
+out_free:
+	if (rc == -ENOMEM && !err[0])
+		snprintf(err, errlen, "%s: out of memory", name);
+	for (size_t i = 0; i < nsec; i++)
+		xfree(secs[i].e);
+	xfree(secs);
+	xfree(copy);
+	config_free(c);
+	return rc;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+	struct stat st;
+	char *text = NULL;
+	size_t got = 0;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		rc = -EINVAL;
+		goto out_close;
+	}
+	if (st.st_size > MAX_CONFIG_BYTES) {
+		snprintf(err, errlen, "%s: larger than %d bytes: not a config file", path, MAX_CONFIG_BYTES);
+		rc = -EFBIG;
+		goto out_close;
+	}
+	text = xmalloc((size_t)st.st_size + 1);
+	if (!text) {
+		rc = -ENOMEM;
+		goto out_close;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, text + got, (size_t)st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			snprintf(err, errlen, "%s: read failed: %s", path, strerror(-rc));
+			goto out_free;
+		}
+		got += (size_t)n;
+	}
+	rc = config_parse(text, got, path, out, err, errlen);
+out_free:
+	xfree(text);
+out_close:
+	close(fd);
+	return rc;
+}
+
+void config_free(struct config *c)
+{
+	if (!c)
+		return;
+	while (c->inputs) {
+		struct input_conf *in = c->inputs;
+
+		c->inputs = in->next;
+		if (in->drv_type)
+			cfg_release(in->drv_type->conf_keys, in->drv);
+		xfree(in->drv);
+		cfg_release(input_keys, in);
+		xfree(in->name);
+		xfree(in);
+	}
+	while (c->outputs) {
+		struct output_conf *o = c->outputs;
+
+		c->outputs = o->next;
+		if (o->out_type)
+			cfg_release(o->out_type->conf_keys, o->typ);
+		xfree(o->typ);
+		cfg_release(output_keys, o);
+		xfree(o->name);
+		xfree(o);
+	}
+	cfg_release(agent_keys, &c->agent);
+	cfg_release(queue_keys, &c->queue);
+	xfree(c->path);
+	xfree(c);
+}
+
+static void print_keys(FILE *f, const struct cfg_key *keys, bool md)
+{
+	for (const struct cfg_key *k = keys; k && k->name; k++) {
+		const char *t = k->type == CFG_ENUM ? "enum" : type_hint(k->type);
+
+		if (k->type == CFG_SIZE)
+			t = "size";
+		else if (k->type == CFG_DURATION)
+			t = "duration";
+		if (md) {
+			fprintf(f, "| `%s` | %s", k->name, t);
+			if (k->type == CFG_ENUM) {
+				fprintf(f, ": ");
+				for (int i = 0; k->enums[i]; i++)
+					fprintf(f, "%s`%s`", i ? ", " : "", k->enums[i]);
+			}
+			fprintf(f, " | %s | %s |\n", k->required ? "**required**" : k->def ? k->def : "(see text)",
+				k->help);
+		} else {
+			const char *h = k->help;
+
+			fprintf(f, "\n");
+			while (*h) {
+				int n = 0, last = 0;
+
+				while (h[n] && n < 74) {
+					if (h[n] == ' ')
+						last = n;
+					n++;
+				}
+				if (h[n] && last)
+					n = last;
+				fprintf(f, "# %.*s\n", n, h);
+				h += n;
+				while (*h == ' ')
+					h++;
+			}
+			fprintf(f, "%s%s = %s\n", k->required ? "" : "#", k->name, k->def ? k->def : "");
+		}
+	}
+}
+
+static void print_section(FILE *f, bool md, const char *title, const char *intro, const struct cfg_key *keys)
+{
+	if (md) {
+		fprintf(f, "\n### %s\n\n%s\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n",
+			title, intro);
+	} else {
+		fprintf(f, "\n# ---- %s ----\n# %s\n", title, intro);
+	}
+	print_keys(f, keys, md);
+}
+
+void config_print_reference(FILE *f, bool md)
+{
+	char title[96];
+
+	print_section(f, md, "[agent]", "Who this agent is and where it keeps its state.", agent_keys);
+	print_section(f, md, "[queue]", "The durable on-disk queue every accepted record is kept in.", queue_keys);
+	print_section(f, md, "[input NAME]", "Keys every input has, whatever its driver.", input_keys);
+	for (int i = 0; driver_registry[i]; i++) {
+		snprintf(title, sizeof(title), "driver = %s", driver_registry[i]->name);
+		print_section(f, md, title, driver_registry[i]->help, driver_registry[i]->conf_keys);
+	}
+	print_section(f, md, "[output NAME]", "Keys every output has, whatever its type.", output_keys);
+	for (int i = 0; output_types[i]; i++) {
+		snprintf(title, sizeof(title), "type = %s", output_types[i]->name);
+		print_section(f, md, title, output_types[i]->help, output_types[i]->conf_keys);
+	}
+}

@@ -1,0 +1,569 @@
+/* output.c - the core's batcher, retry and dead-letter logic around each
+ * output type. Per output it keeps an ordered list of batches in flight,
+ * reads new records after the last one batched, encodes and compresses
+ * them with one reused zstd context, and moves the output's durable cursor
+ * over the longest prefix of finished batches.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#include "agent.h"
+#include "batch.h"
+#include "log.h"
+#include "mem.h"
+#include "outputs.h"
+
+enum ob_state { OB_WAIT_SEND, OB_SENT, OB_RETRY_WAIT, OB_DONE };
+
+struct obatch {
+	struct batch b;
+	void *body;
+	char stream[64];
+	int state;
+	struct obatch *next;
+};
+
+struct output {
+	struct agent *a;
+	struct output_conf *conf;
+	const struct output_type *t;
+	void *state;
+	bool started, draining, pumping, repump;
+	ZSTD_CCtx *cctx;
+	struct buf raw;
+	struct obatch *head;
+	int n_batches;
+	int64_t read_seq;        /* last seq put into a batch */
+	int64_t cursor;          /* last seq durably finished */
+	int64_t linger_since;    /* monotonic ms a partial batch started waiting, 0 none */
+	unsigned attempt;        /* consecutive transient failures */
+	int64_t retry_at;        /* monotonic ms of the next retry, 0 none */
+	bool connected;
+	char why[256];
+	int64_t last_ack_wall_ms;
+	int64_t delivered_records, delivered_batches, dlq_records, retries;
+	int64_t rate_prev;
+	double rate;
+	struct loop_timer timer;
+};
+
+const struct output_type *const output_types[] = {
+	&out_mqtt,
+	NULL,
+};
+
+const struct output_type *output_type_find(const char *name)
+{
+	for (int i = 0; output_types[i]; i++)
+		if (!strcmp(output_types[i]->name, name))
+			return output_types[i];
+	return NULL;
+}
+
+int64_t backoff_delay(int64_t base_ms, int64_t cap_ms, unsigned attempt)
+{
+	int64_t d = base_ms;
+
+	for (unsigned i = 0; i < attempt && d < cap_ms; i++)
+		d *= 2;
+	if (d > cap_ms)
+		d = cap_ms;
+	/* Jitter in [d/2, d] keeps many gateways from reconnecting in step. */
+	return d / 2 + (int64_t)((double)random() / RAND_MAX * (double)(d - d / 2));
+}
+
+const char *output_name(const struct output *o)
+{
+	return o->conf->name;
+}
+
+const void *output_type_conf(const struct output *o)
+{
+	return o->conf->typ;
+}
+
+const char *output_agent_id(const struct output *o)
+{
+	return o->a->cfg->agent.id;
+}
+
+struct loop *output_loop(struct output *o)
+{
+	return o->a->loop;
+}
+
+void output_set_connected(struct output *o, bool connected, const char *why)
+{
+	if (connected != o->connected)
+		log_info("output %s: %s%s%s", o->conf->name, connected ? "connected" : "disconnected",
+			 why ? ": " : "", why ? why : "");
+	o->connected = connected;
+	snprintf(o->why, sizeof(o->why), "%s", why ? why : "");
+}
+
+static int64_t pump_timer_cb(struct loop_timer *t);
+
+void output_kick(struct output *o)
+{
+	/* Pump from the loop, never from inside a type's callback. */
+	if (o->started)
+		loop_timer_set(o->a->loop, &o->timer, 0);
+}
+
+int output_create(struct agent *a, struct output_conf *conf, struct output **out)
+{
+	struct output *o = xcalloc(1, sizeof(*o));
+
+	if (!o)
+		return -ENOMEM;
+	o->a = a;
+	o->conf = conf;
+	o->t = conf->out_type;
+	o->timer.cb = pump_timer_cb;
+	snprintf(o->why, sizeof(o->why), "not started");
+	o->cctx = ZSTD_createCCtx();
+	if (!o->cctx ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_compressionLevel,
+						(int)conf->compression_level))) {
+		ZSTD_freeCCtx(o->cctx);
+		xfree(o);
+		return -ENOMEM;
+	}
+	*out = o;
+	return 0;
+}
+
+int output_start(struct output *o)
+{
+	int rc;
+
+	o->cursor = queue_cursor(o->a->q, o->conf->name);
+	o->read_seq = o->cursor;
+	rc = o->t->start(o, &o->state);
+	if (rc) {
+		log_error("output %s: cannot start: %s", o->conf->name, strerror(-rc));
+		snprintf(o->why, sizeof(o->why), "cannot start: %s", strerror(-rc));
+		return rc;
+	}
+	o->started = true;
+	output_kick(o);
+	return 0;
+}
+
+static void free_batch(struct obatch *ob)
+{
+	if (!ob)
+		return;
+	xfree(ob->body);
+	xfree(ob);
+}
+
+void output_free(struct output *o)
+{
+	if (!o)
+		return;
+	if (o->started)
+		loop_timer_cancel(o->a->loop, &o->timer);
+	if (o->t && o->state)
+		o->t->stop(o->state);
+	while (o->head) {
+		struct obatch *n = o->head->next;
+
+		free_batch(o->head);
+		o->head = n;
+	}
+	ZSTD_freeCCtx(o->cctx);
+	buf_release(&o->raw);
+	xfree(o);
+}
+
+struct build {
+	struct output *o;
+	int64_t max_records, max_bytes, limit_seq;
+	int64_t count, first, last;
+	char stream[64];
+	bool full;
+	int err;
+};
+
+static int build_cb(const struct qrec *r, void *arg)
+{
+	struct build *bd = arg;
+	struct output *o = bd->o;
+	size_t before = o->raw.len;
+
+	if (r->seq > bd->limit_seq)
+		return 1;
+	if (bd->count && strcmp(r->stream, bd->stream)) {
+		bd->full = true;
+		return 1;
+	}
+	if (batch_encode_line(&o->raw, o->a->cfg->agent.id, r)) {
+		bd->err = -ENOMEM;
+		return -ENOMEM;
+	}
+	if (bd->count && (int64_t)o->raw.len > bd->max_bytes) {
+		o->raw.len = before;
+		bd->full = true;
+		return 1;
+	}
+	if (!bd->count) {
+		bd->first = r->seq;
+		snprintf(bd->stream, sizeof(bd->stream), "%s", r->stream);
+	}
+	bd->last = r->seq;
+	if (++bd->count >= bd->max_records) {
+		bd->full = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* Read records after `after` into o->raw. Returns 0 or -errno. */
+static int read_records(struct output *o, struct build *bd, int64_t after)
+{
+	int rc;
+
+	buf_reset(&o->raw);
+	rc = queue_read(o->a->q, after, (size_t)bd->max_records + 1, build_cb, bd);
+	if (rc < 0)
+		return bd->err ? bd->err : rc;
+	return 0;
+}
+
+static struct obatch *make_batch(struct output *o, const struct build *bd)
+{
+	struct obatch *ob = xcalloc(1, sizeof(*ob));
+	size_t bound = ZSTD_compressBound(o->raw.len), n;
+
+	if (!ob)
+		return NULL;
+	ob->body = xmalloc(bound);
+	if (!ob->body) {
+		xfree(ob);
+		return NULL;
+	}
+	n = ZSTD_compress2(o->cctx, ob->body, bound, o->raw.p, o->raw.len);
+	if (ZSTD_isError(n)) {
+		log_error("output %s: zstd: %s", o->conf->name, ZSTD_getErrorName(n));
+		free_batch(ob);
+		return NULL;
+	}
+	snprintf(ob->stream, sizeof(ob->stream), "%s", bd->stream);
+	batch_make_id(ob->b.id, o->a->cfg->agent.id, o->conf->name, bd->first, bd->last);
+	ob->b.stream = ob->stream;
+	ob->b.first_seq = bd->first;
+	ob->b.last_seq = bd->last;
+	ob->b.count = bd->count;
+	ob->b.body = ob->body;
+	ob->b.body_len = n;
+	ob->b.raw_len = o->raw.len;
+	ob->b.encoding = "ndjson+zstd";
+	ob->state = OB_WAIT_SEND;
+	return ob;
+}
+
+static void handle_reject(struct output *o, struct obatch *ob, const char *reason);
+
+static void schedule_retry(struct output *o, struct obatch *ob, const char *reason)
+{
+	int64_t d = backoff_delay(o->conf->retry_base_ms, o->conf->retry_max_ms, o->attempt);
+
+	ob->state = OB_RETRY_WAIT;
+	ob->b.attempt++;
+	o->retries++;
+	o->attempt++;
+	o->retry_at = loop_now_ms() + d;
+	snprintf(o->why, sizeof(o->why), "%s", reason ? reason : "send failed");
+	log_warn("output %s: batch %s (seq %" PRId64 "-%" PRId64 ") failed: %s; retry in %" PRId64 " ms",
+		 o->conf->name, ob->b.id, ob->b.first_seq, ob->b.last_seq, o->why, d);
+}
+
+static void send_batch(struct output *o, struct obatch *ob)
+{
+	int rc;
+
+	ob->state = OB_SENT;
+	rc = o->t->send(o->state, &ob->b);
+	if (rc == 0)
+		return;
+	if (rc == -EAGAIN)
+		ob->state = OB_WAIT_SEND;
+	else if (rc == -EMSGSIZE)
+		handle_reject(o, ob, "batch larger than the remote accepts");
+	else
+		schedule_retry(o, ob, strerror(-rc));
+}
+
+struct one_rec {
+	struct output *o;
+	const char *origin;
+	const char *reason;
+	int rc;
+	bool found;
+};
+
+static int dlq_one_cb(const struct qrec *r, void *arg)
+{
+	struct one_rec *x = arg;
+
+	x->found = true;
+	x->rc = queue_dlq_add(x->o->a->q, x->origin, r->stream, r->seq, r->key, x->reason, r->data, r->len);
+	return 1;
+}
+
+/* Replace ob by the batches that hold its first `n` records and the rest. */
+static int split_batch(struct output *o, struct obatch *ob, struct obatch **prev_next)
+{
+	struct obatch *parts[2] = { NULL, NULL };
+	int64_t after = ob->b.first_seq - 1, left = ob->b.count;
+
+	for (int i = 0; i < 2 && left > 0; i++) {
+		struct build bd = { .o = o, .max_bytes = INT64_MAX, .limit_seq = ob->b.last_seq };
+		int rc;
+
+		bd.max_records = i == 0 ? left / 2 : left;
+		rc = read_records(o, &bd, after);
+		if (rc || !bd.count)
+			break;
+		parts[i] = make_batch(o, &bd);
+		if (!parts[i]) {
+			free_batch(parts[0]);
+			return -ENOMEM;
+		}
+		after = bd.last;
+		left -= bd.count;
+	}
+	if (!parts[0]) {
+		/* Its records left the queue meanwhile (evicted): nothing to send. */
+		ob->state = OB_DONE;
+		return 0;
+	}
+	if (parts[1]) {
+		parts[0]->next = parts[1];
+		parts[1]->next = ob->next;
+	} else {
+		parts[0]->next = ob->next;
+	}
+	*prev_next = parts[0];
+	o->n_batches += parts[1] ? 1 : 0;
+	free_batch(ob);
+	return 0;
+}
+
+static void handle_reject(struct output *o, struct obatch *ob, const char *reason)
+{
+	struct obatch **pp;
+	char origin[80];
+
+	snprintf(o->why, sizeof(o->why), "%s", reason ? reason : "rejected");
+	if (ob->b.count > 1) {
+		for (pp = &o->head; *pp && *pp != ob; pp = &(*pp)->next)
+			;
+		if (*pp && !split_batch(o, ob, pp)) {
+			log_warn("output %s: batch rejected (%s); split to isolate the records", o->conf->name,
+				 o->why);
+			output_kick(o);
+			return;
+		}
+		/* Could not split (out of memory): try the whole batch later. */
+		schedule_retry(o, ob, "could not split a rejected batch");
+		return;
+	}
+	{
+		struct one_rec x = { .o = o, .origin = origin, .reason = o->why };
+		int rc;
+
+		snprintf(origin, sizeof(origin), "output:%s", o->conf->name);
+		rc = queue_read(o->a->q, ob->b.first_seq - 1, 1, dlq_one_cb, &x);
+		if (rc < 0 || x.rc) {
+			schedule_retry(o, ob, "could not write the dead-letter queue");
+			return;
+		}
+		if (x.found) {
+			o->dlq_records++;
+			log_warn("output %s: record seq %" PRId64 " dead-lettered: %s", o->conf->name,
+				 ob->b.first_seq, o->why);
+		}
+		ob->state = OB_DONE;
+		agent_wrote(o->a);
+	}
+}
+
+static void advance_cursor(struct output *o)
+{
+	int64_t c = o->cursor;
+
+	while (o->head && o->head->state == OB_DONE) {
+		struct obatch *ob = o->head;
+
+		c = ob->b.last_seq;
+		o->head = ob->next;
+		o->n_batches--;
+		free_batch(ob);
+	}
+	if (!o->head && o->read_seq > c)
+		c = o->read_seq;
+	if (c > o->cursor) {
+		if (queue_cursor_set(o->a->q, o->conf->name, c) == 0) {
+			o->cursor = c;
+			agent_wrote(o->a);
+		}
+	}
+}
+
+void output_batch_done(struct output *o, struct batch *b, int result, const char *reason)
+{
+	struct obatch *ob = container_of(b, struct obatch, b);
+
+	switch (result) {
+	case OUT_OK:
+		ob->state = OB_DONE;
+		o->attempt = 0;
+		o->retry_at = 0;
+		o->why[0] = '\0';
+		o->delivered_records += b->count;
+		o->delivered_batches++;
+		o->last_ack_wall_ms = loop_wall_ms();
+		break;
+	case OUT_REJECT:
+		handle_reject(o, ob, reason);
+		break;
+	default:
+		schedule_retry(o, ob, reason);
+		break;
+	}
+	advance_cursor(o);
+	output_kick(o);
+}
+
+static int64_t pump(struct output *o)
+{
+	int64_t now = loop_now_ms(), wait = -1;
+	struct obatch *ob;
+
+	/* Batches waiting to be (re)sent go first, in seq order. */
+	for (ob = o->head; ob; ob = ob->next) {
+		if (ob->state == OB_RETRY_WAIT && o->retry_at > now)
+			continue;
+		if (ob->state != OB_WAIT_SEND && ob->state != OB_RETRY_WAIT)
+			continue;
+		if (!o->t->ready(o->state))
+			break;
+		send_batch(o, ob);
+		/* A synchronous outcome may have changed the list: start over. */
+		return 0;
+	}
+	while (!o->draining && o->n_batches < o->conf->max_inflight && o->t->ready(o->state) &&
+	       !o->a->stopping) {
+		struct build bd = { .o = o, .max_records = o->conf->batch_max_records,
+				    .max_bytes = o->conf->batch_max_bytes, .limit_seq = INT64_MAX };
+		struct obatch **tail;
+
+		if (read_records(o, &bd, o->read_seq)) {
+			wait = 1000;
+			break;
+		}
+		if (!bd.count) {
+			o->linger_since = 0;
+			break;
+		}
+		if (!bd.full) {
+			if (!o->linger_since)
+				o->linger_since = now;
+			if (now - o->linger_since < o->conf->linger_ms) {
+				wait = o->conf->linger_ms - (now - o->linger_since);
+				break;
+			}
+		}
+		o->linger_since = 0;
+		ob = make_batch(o, &bd);
+		if (!ob) {
+			wait = 1000;
+			break;
+		}
+		for (tail = &o->head; *tail; tail = &(*tail)->next)
+			;
+		*tail = ob;
+		o->n_batches++;
+		o->read_seq = bd.last;
+		send_batch(o, ob);
+	}
+	for (ob = o->head; ob; ob = ob->next) {
+		if (ob->state == OB_RETRY_WAIT) {
+			int64_t w = o->retry_at > now ? o->retry_at - now : 0;
+
+			if (wait < 0 || w < wait)
+				wait = w;
+			break;
+		}
+	}
+	return wait;
+}
+
+static int64_t pump_timer_cb(struct loop_timer *t)
+{
+	struct output *o = container_of(t, struct output, timer);
+
+	if (!o->started)
+		return -1;
+	return pump(o);
+}
+
+bool output_drain(struct output *o, int64_t deadline_ms)
+{
+	bool sent = false;
+
+	o->draining = true;
+	if (!o->started)
+		return true;
+	for (struct obatch *ob = o->head; ob; ob = ob->next)
+		sent |= ob->state == OB_SENT;
+	if (o->t->drain(o->state, sent ? deadline_ms : 0) && !sent)
+		return true;
+	return loop_now_ms() >= deadline_ms;
+}
+
+void output_tick(struct output *o, int64_t elapsed_ms)
+{
+	double now = elapsed_ms > 0
+			     ? (double)(o->delivered_records - o->rate_prev) * 1000.0 / elapsed_ms
+			     : 0;
+
+	o->rate = o->rate * 0.5 + now * 0.5;
+	if (o->rate < 0.05)
+		o->rate = 0;
+	o->rate_prev = o->delivered_records;
+	/* New records committed by inputs, and linger deadlines, are picked up
+	 * by kicks; the tick is the safety net. */
+	output_kick(o);
+}
+
+void output_fill_status(struct output *o, struct status_output *st)
+{
+	int64_t now = loop_now_ms(), inflight = 0;
+
+	snprintf(st->name, sizeof(st->name), "%s", o->conf->name);
+	snprintf(st->type, sizeof(st->type), "%s", o->t->name);
+	if (o->state && o->t->describe)
+		o->t->describe(o->state, st->endpoint, sizeof(st->endpoint));
+	st->connected = o->connected;
+	snprintf(st->why, sizeof(st->why), "%s", o->why);
+	st->last_ack_wall_ms = o->last_ack_wall_ms;
+	st->cursor = o->cursor;
+	queue_backlog(o->a->q, o->conf->name, &st->backlog_records, &st->backlog_oldest_wall_ms);
+	for (struct obatch *ob = o->head; ob; ob = ob->next)
+		inflight += ob->state != OB_DONE;
+	st->inflight_batches = inflight;
+	st->delivered_records = o->delivered_records;
+	st->delivered_batches = o->delivered_batches;
+	st->dlq_records = o->dlq_records;
+	st->retries = o->retries;
+	st->next_retry_in_ms = o->retry_at ? (o->retry_at > now ? o->retry_at - now : 0) : -1;
+	st->rate = o->rate;
+}
