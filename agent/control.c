@@ -399,6 +399,11 @@ static int cmd_dlq_change(struct ctl_req *r, int argc, char **argv,
 		      queue_dlq_purge(r->a->q, id, &count);
 	if (rc == -ENOENT)
 		return fail(r, rc, "no dead-letter entry %" PRId64, id);
+	if (rc == -EINVAL && replay)
+		return fail(r, rc,
+			    "entry %" PRId64 " was rejected at ingest (it never parsed): fix the "
+			    "source, then purge it; only records an output rejected can be replayed",
+			    id);
 	if (rc)
 		return fail(r, rc, "cannot %s: %s", verb, strerror(-rc));
 	/* Commit before answering: "ok" means the change is durable. */

@@ -1,6 +1,6 @@
 /* queue.h - the durable write-ahead queue: one SQLite database in WAL mode.
  *
- * Records form a log keyed by a never-repeating seq (AUTOINCREMENT rowid).
+ * Records form a log keyed by a never-repeating seq (the highest seq ever given is kept durably).
  * Every output has a durable cursor (the highest seq it has finished:
  * acknowledged or dead-lettered). A record is deleted once every output's
  * cursor has passed it. A dedupe key per record is refused while the queue
@@ -146,7 +146,10 @@ int queue_dlq_list(struct queue *q, int64_t after_id, size_t max,
 /* One entry with its data; -ENOENT if absent. */
 int queue_dlq_get(struct queue *q, int64_t id, queue_dlq_cb cb, void *arg);
 /* Move entries back into the log as new records (new seq, same stream, key
- * suffixed ":replay:<id>"); id 0 = all. *count gets how many. */
+ * suffixed ":replay:<id>"); id 0 = all. *count gets how many. Only entries
+ * an output dead-lettered (seq > 0) can be replayed: a record rejected at
+ * ingest never parsed, so replaying id returns -EINVAL for one of those
+ * and "all" leaves them in place. */
 int queue_dlq_replay(struct queue *q, int64_t id, int64_t *count);
 /* Delete entries; id 0 = all. *count gets how many. */
 int queue_dlq_purge(struct queue *q, int64_t id, int64_t *count);

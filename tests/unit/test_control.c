@@ -176,8 +176,13 @@ TEST(test_dlq_commands)
 	CHECK_EQ_STR(exec(&a, "dlq show all"),
 		     "error bad id 'all' (a number from dlq list)\n");
 
-	CHECK_EQ_STR(exec(&a, "dlq replay 1"), "ok\nreplayed 1 record\n");
-	CHECK_EQ_STR(exec(&a, "dlq purge 2"), "ok\npurged 1 entry\n");
+	/* An ingest reject never parsed: it cannot enter the log as it is. */
+	r = exec(&a, "dlq replay 1");
+	CHECK(!strncmp(r, "error entry 1 was rejected at ingest", 36));
+	CHECK_EQ_STR(exec(&a, "dlq replay 2"), "ok\nreplayed 1 record\n");
+	CHECK_EQ_STR(exec(&a, "dlq replay 2"), "error no dead-letter entry 2\n");
+	CHECK_EQ_STR(exec(&a, "dlq replay all"), "ok\nreplayed 0 records\n");
+	CHECK_EQ_STR(exec(&a, "dlq purge 1"), "ok\npurged 1 entry\n");
 	CHECK_EQ_STR(exec(&a, "dlq purge all"), "ok\npurged 1 entry\n");
 	CHECK_EQ_STR(exec(&a, "dlq list"), "ok\n(the dead-letter queue is empty)\n");
 	/* The replayed record is back in the log, durably. */

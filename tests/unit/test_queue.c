@@ -1,0 +1,1009 @@
+/* test_queue.c - unit tests of the durable queue against real SQLite files. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "config.h"
+#include "log.h"
+#include "mem.h"
+#include "queue.h"
+#include "test.h"
+
+static char tmpdir[64];
+static char dbpath[128];
+
+static void teardown(void);
+
+/* A test that stopped at a REQUIRE left its directory: clear it first. */
+static void setup(void)
+{
+	if (tmpdir[0])
+		teardown();
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_queue.XXXXXX");
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		exit(1);
+	}
+	snprintf(dbpath, sizeof(dbpath), "%s/queue.db", tmpdir);
+}
+
+static void rm_files(void)
+{
+	char p[512];
+	struct dirent *de;
+	DIR *d = opendir(tmpdir);
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", tmpdir, de->d_name);
+		unlink(p);
+	}
+	closedir(d);
+}
+
+static void teardown(void)
+{
+	rm_files();
+	rmdir(tmpdir);
+	tmpdir[0] = '\0';
+}
+
+static struct queue_opts opts_default(void)
+{
+	struct queue_opts o = {
+		.path = dbpath,
+		.synchronous = SYNC_NORMAL,
+		.max_bytes = 0,
+		.on_full = ON_FULL_DROP_OLDEST,
+		.readonly = false,
+	};
+	return o;
+}
+
+static struct queue *open_q(const char *const *outs, size_t n)
+{
+	struct queue_opts o = opts_default();
+	struct queue *q = NULL;
+	int err = queue_open(&q, &o, outs, n);
+
+	if (err)
+		fprintf(stderr, "queue_open: %d\n", err);
+	return q;
+}
+
+static int append_n(struct queue *q, const char *stream, const char *keypfx,
+		    int from, int n, size_t datalen)
+{
+	char key[64], data[4096];
+	struct qrec_in r = { .stream = stream, .key = key, .clock = CLOCK_SYNCED,
+			     .data = data };
+	int err;
+
+	if (datalen >= sizeof(data))
+		datalen = sizeof(data) - 1;
+	for (int i = from; i < from + n; i++) {
+		snprintf(key, sizeof(key), "%s%d", keypfx, i);
+		memset(data, 'a' + i % 26, datalen);
+		r.len = (size_t)snprintf(data, sizeof(data), "{\"i\":%d}", i);
+		if (datalen > r.len)
+			r.len = datalen;
+		r.ts_wall_ms = 1700000000000LL + i;
+		r.ts_mono_ms = 1000 + i;
+		err = queue_append(q, &r, NULL);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+struct collect {
+	int n;
+	int64_t seq[64];
+	int kind[64];
+	char key[64][64];
+	char data[64][256];
+	int64_t ts_wall[64];
+	int64_t ts_mono[64];
+	int clock[64];
+	int stop_after;
+};
+
+static int collect_cb(const struct qrec *r, void *arg)
+{
+	struct collect *c = arg;
+	size_t n = r->len < 255 ? r->len : 255;
+
+	if (c->n < 64) {
+		c->seq[c->n] = r->seq;
+		c->kind[c->n] = r->kind;
+		snprintf(c->key[c->n], sizeof(c->key[0]), "%s", r->key);
+		memcpy(c->data[c->n], r->data, n);
+		c->data[c->n][n] = '\0';
+		c->ts_wall[c->n] = r->ts_wall_ms;
+		c->ts_mono[c->n] = r->ts_mono_ms;
+		c->clock[c->n] = r->clock;
+	}
+	c->n++;
+	return c->stop_after && c->n >= c->stop_after ? 1 : 0;
+}
+
+static int count_cb(const struct qrec *r, void *arg)
+{
+	(*(int64_t *)arg)++;
+	return 0;
+}
+
+TEST(t_append_commit_read)
+{
+	static const char *const outs[] = { "o1" };
+	struct queue *q;
+	struct collect c = { 0 };
+	struct qrec_in r = { .stream = "s", .key = "k1", .ts_wall_ms = 11,
+			     .ts_mono_ms = 22, .clock = CLOCK_SYNCED,
+			     .data = "{\"v\":1}", .len = 7 };
+	int64_t s1 = 0, s2 = 0, s3 = 0;
+
+	setup();
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_committed_seq(q), 0);
+	CHECK_EQ_INT(queue_append(q, &r, &s1), 0);
+	r.key = "k2";
+	r.data = "{\"v\":2}";
+	CHECK_EQ_INT(queue_append(q, &r, &s2), 0);
+	r.key = "k3";
+	r.data = "{\"v\":3}";
+	r.clock = CLOCK_UNSYNCED;
+	CHECK_EQ_INT(queue_append(q, &r, &s3), 0);
+	CHECK(s1 > 0 && s2 == s1 + 1 && s3 == s2 + 1);
+	CHECK_EQ_INT(queue_pending(q), 3);
+	/* Not committed: invisible to readers. */
+	CHECK_EQ_INT(queue_committed_seq(q), 0);
+	CHECK_EQ_INT(queue_read(q, 0, 100, collect_cb, &c), 0);
+	CHECK_EQ_INT(c.n, 0);
+
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_pending(q), 0);
+	CHECK_EQ_INT(queue_committed_seq(q), s3);
+	CHECK_EQ_INT(queue_read(q, 0, 100, collect_cb, &c), 3);
+	REQUIRE(c.n == 3);
+	CHECK_EQ_INT(c.seq[0], s1);
+	CHECK_EQ_INT(c.seq[2], s3);
+	CHECK_EQ_STR(c.key[0], "k1");
+	CHECK_EQ_STR(c.data[1], "{\"v\":2}");
+	CHECK_EQ_INT(c.kind[0], REC_DATA);
+	CHECK_EQ_INT(c.ts_wall[0], 11);
+	CHECK_EQ_INT(c.ts_mono[0], 22);
+	CHECK_EQ_INT(c.clock[0], CLOCK_SYNCED);
+	CHECK_EQ_INT(c.clock[2], CLOCK_UNSYNCED);
+
+	/* after_seq, max and early stop. */
+	memset(&c, 0, sizeof(c));
+	CHECK_EQ_INT(queue_read(q, s1, 1, collect_cb, &c), 1);
+	CHECK_EQ_INT(c.seq[0], s2);
+	memset(&c, 0, sizeof(c));
+	c.stop_after = 1;
+	CHECK_EQ_INT(queue_read(q, 0, 10, collect_cb, &c), 1);
+
+	/* An appended but uncommitted record stays invisible. */
+	r.key = "k4";
+	CHECK_EQ_INT(queue_append(q, &r, NULL), 0);
+	memset(&c, 0, sizeof(c));
+	CHECK_EQ_INT(queue_read(q, 0, 10, collect_cb, &c), 3);
+	queue_close(q); /* commits */
+
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_committed_seq(q), s3 + 1);
+	memset(&c, 0, sizeof(c));
+	CHECK_EQ_INT(queue_read(q, 0, 10, collect_cb, &c), 4);
+	queue_close(q);
+	queue_close(NULL);
+	teardown();
+}
+
+static int cb_abort(const struct qrec *r, void *arg)
+{
+	return -ECANCELED;
+}
+
+TEST(t_read_cb_error)
+{
+	struct queue *q;
+
+	setup();
+	q = open_q(NULL, 0);
+	REQUIRE(q);
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 3, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_read(q, 0, 10, cb_abort, NULL), -ECANCELED);
+	queue_close(q);
+	teardown();
+}
+
+static int raw_exec(const char *sql)
+{
+	sqlite3 *db;
+	int rc = sqlite3_open(dbpath, &db);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_close(db);
+	return rc;
+}
+
+TEST(t_seq_never_repeats)
+{
+	static const char *const outs[] = { "o1" };
+	struct queue *q;
+	int64_t seq;
+
+	setup();
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 5, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	/* The output finishes everything: the log is empty. */
+	CHECK_EQ_INT(queue_cursor_set(q, "o1", 5), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(append_n(q, "s", "x", 0, 1, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_committed_seq(q), 6);
+	CHECK_EQ_INT(append_n(q, "s", "x", 1, 2, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+
+	/* Delete the tail behind the queue's back, then reopen. */
+	CHECK_EQ_INT(raw_exec("DELETE FROM records WHERE seq > 6"), SQLITE_OK);
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_append(q, &(struct qrec_in){ .stream = "s",
+							.key = "y",
+							.data = "{}",
+							.len = 2 },
+				  &seq),
+		     0);
+	CHECK_EQ_INT(seq, 9);
+	queue_close(q);
+	teardown();
+}
+
+TEST(t_dedupe)
+{
+	static const char *const outs[] = { "o1" };
+	struct queue *q;
+	struct queue_stats st;
+	struct qrec_in r = { .stream = "s", .key = "dup", .data = "{}",
+			     .len = 2 };
+	int64_t seq = 0, n = 0;
+
+	setup();
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_append(q, &r, &seq), 0);
+	CHECK_EQ_INT(queue_append(q, &r, NULL), -EEXIST);
+	CHECK_EQ_INT(queue_pending(q), 1);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_append(q, &r, NULL), -EEXIST);
+	CHECK_EQ_INT(queue_pending(q), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_read(q, 0, 10, count_cb, &n), 1);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 1);
+
+	/* Once trimmed, the key is free again. */
+	CHECK_EQ_INT(queue_cursor_set(q, "o1", seq), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 0);
+	CHECK_EQ_INT(queue_append(q, &r, NULL), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 1);
+	queue_close(q);
+	teardown();
+}
+
+/* A child appends and saves a position, then dies without closing. */
+static void crash_child(bool commit)
+{
+	static const char *const outs[] = { "o1" };
+	struct queue *q;
+	pid_t pid = fork();
+	int status;
+
+	if (pid == 0) {
+		q = open_q(outs, 1);
+		if (!q)
+			_exit(2);
+		if (append_n(q, "s", "c", 0, 100, 100) ||
+		    queue_position_set(q, "tail", "/var/log/x", "pos=100", 7))
+			_exit(3);
+		if (commit && queue_commit(q))
+			_exit(4);
+		raise(SIGKILL);
+		_exit(5);
+	}
+	REQUIRE(pid > 0);
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+TEST(t_position_atomic)
+{
+	static const char *const outs[] = { "o1" };
+	struct queue *q;
+	struct queue_stats st;
+	void *state = NULL;
+	size_t len = 0;
+	int64_t n = 0;
+
+	setup();
+	crash_child(false);
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_position_get(q, "tail", "/var/log/x", &state, &len),
+		     -ENOENT);
+	CHECK_EQ_INT(queue_read(q, 0, 1000, count_cb, &n), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 0);
+	queue_close(q);
+
+	crash_child(true);
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_position_get(q, "tail", "/var/log/x", &state, &len),
+		     0);
+	CHECK_EQ_INT(len, 7);
+	CHECK(state && memcmp(state, "pos=100", 7) == 0);
+	xfree(state);
+	CHECK_EQ_INT(queue_read(q, 0, 1000, count_cb, &n), 100);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 100);
+
+	/* Replace and delete. */
+	CHECK_EQ_INT(queue_position_set(q, "tail", "/var/log/x", "p2", 2), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_position_get(q, "tail", "/var/log/x", &state, &len),
+		     0);
+	CHECK(len == 2 && memcmp(state, "p2", 2) == 0);
+	xfree(state);
+	CHECK_EQ_INT(queue_position_del(q, "tail", "/var/log/x"), 0);
+	CHECK_EQ_INT(queue_position_del(q, "tail", "/var/log/x"), -ENOENT);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_position_get(q, "tail", "/var/log/x", &state, &len),
+		     -ENOENT);
+	queue_close(q);
+	teardown();
+}
+
+TEST(t_cursors_two_outputs)
+{
+	static const char *const outs[] = { "a", "b" };
+	struct queue *q;
+	struct queue_stats st;
+	struct collect c = { 0 };
+
+	setup();
+	q = open_q(outs, 2);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_cursor(q, "a"), 0);
+	CHECK_EQ_INT(queue_cursor(q, "nope"), -ENOENT);
+	CHECK_EQ_INT(append_n(q, "s", "k", 1, 10, 10), 0);
+	CHECK_EQ_INT(queue_cursor_set(q, "a", 3), -EINVAL); /* not durable yet */
+	CHECK_EQ_INT(queue_commit(q), 0);
+
+	CHECK_EQ_INT(queue_cursor_set(q, "a", 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 10); /* b has not passed anything */
+	CHECK_EQ_INT(st.first_seq, 1);
+
+	CHECK_EQ_INT(queue_cursor_set(q, "b", 4), 0);
+	CHECK_EQ_INT(queue_cursor_set(q, "b", 2), 0); /* backwards: no-op */
+	CHECK_EQ_INT(queue_cursor(q, "b"), 4);
+	CHECK_EQ_INT(queue_cursor_set(q, "zz", 4), -ENOENT);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 6);
+	CHECK_EQ_INT(st.first_seq, 5);
+	CHECK_EQ_INT(st.last_seq, 10);
+	CHECK_EQ_INT(queue_read(q, 0, 100, collect_cb, &c), 6);
+	CHECK_EQ_INT(c.seq[0], 5);
+	queue_close(q);
+
+	/* Cursors are durable. */
+	q = open_q(outs, 2);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_cursor(q, "a"), 10);
+	CHECK_EQ_INT(queue_cursor(q, "b"), 4);
+	queue_close(q);
+	teardown();
+}
+
+TEST(t_new_output_backlog)
+{
+	static const char *const one[] = { "a" };
+	static const char *const two[] = { "a", "c" };
+	static const char *const only_c[] = { "c" };
+	struct queue *q;
+	struct queue_stats st;
+	int64_t n = -1, oldest = -1;
+
+	setup();
+	q = open_q(one, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(append_n(q, "s", "k", 1, 10, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_backlog(q, "a", &n, &oldest), 0);
+	CHECK_EQ_INT(n, 10);
+	CHECK_EQ_INT(oldest, 1700000000001LL);
+	CHECK_EQ_INT(queue_cursor_set(q, "a", 4), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_backlog(q, "a", &n, &oldest), 0);
+	CHECK_EQ_INT(n, 6);
+	CHECK_EQ_INT(oldest, 1700000000005LL);
+	queue_close(q);
+
+	q = open_q(two, 2);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_cursor(q, "c"), 4);
+	CHECK_EQ_INT(queue_backlog(q, "c", &n, &oldest), 0);
+	CHECK_EQ_INT(n, 6);
+	CHECK_EQ_INT(queue_cursor_set(q, "a", 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_backlog(q, "a", &n, &oldest), 0);
+	CHECK_EQ_INT(n, 0);
+	CHECK_EQ_INT(oldest, 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 6); /* c holds them */
+	CHECK_EQ_INT(queue_backlog(q, "zz", &n, &oldest), -ENOENT);
+	queue_close(q);
+
+	/* Output a removed from the config: its cursor goes, c alone rules. */
+	q = open_q(only_c, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_cursor(q, "a"), -ENOENT);
+	CHECK_EQ_INT(queue_cursor_set(q, "c", 7), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 3);
+	queue_close(q);
+
+	/* A new output on an empty queue starts at 0. */
+	q = open_q(only_c, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_cursor_set(q, "c", 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+	q = open_q(two, 2);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_cursor(q, "a"), 0);
+	queue_close(q);
+	teardown();
+}
+
+TEST(t_trim_bounded)
+{
+	static const char *const outs[] = { "o" };
+	struct queue *q;
+	struct queue_stats st;
+
+	setup();
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 25000, 20), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_cursor_set(q, "o", 25000), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 15000);
+	CHECK_EQ_INT(st.first_seq, 10001);
+	/* The rest goes on later calls. */
+	CHECK_EQ_INT(queue_enforce_budget(q), 0);
+	CHECK(queue_pending(q) > 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_enforce_budget(q), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, 0);
+	queue_close(q);
+	teardown();
+}
+
+struct gapscan {
+	int64_t data, gaps, gap_count, first, last;
+	int64_t max_seq, first_data;
+	bool bad;
+};
+
+static int gap_cb(const struct qrec *r, void *arg)
+{
+	struct gapscan *g = arg;
+	long long a, b, n;
+	char buf[256];
+	size_t len = r->len < sizeof(buf) - 1 ? r->len : sizeof(buf) - 1;
+
+	if (r->seq > g->max_seq)
+		g->max_seq = r->seq;
+	if (r->kind != REC_GAP) {
+		if (!g->first_data)
+			g->first_data = r->seq;
+		g->data++;
+		return 0;
+	}
+	memcpy(buf, r->data, len);
+	buf[len] = '\0';
+	if (strcmp(r->stream, "_agent") != 0 ||
+	    sscanf(buf,
+		   "{\"gap\":{\"first_seq\":%lld,\"last_seq\":%lld,\"count\":%lld,"
+		   "\"reason\":\"disk_full\"}}",
+		   &a, &b, &n) != 3) {
+		g->bad = true;
+		return 0;
+	}
+	snprintf(buf, sizeof(buf), "gap:%lld-%lld", a, b);
+	if (strcmp(r->key, buf) != 0)
+		g->bad = true;
+	/* Each gap starts after the previous one and is well formed. */
+	if ((g->gaps && a <= g->last) || b < a || n < 1 || n > b - a + 1)
+		g->bad = true;
+	if (!g->gaps)
+		g->first = a;
+	g->last = b;
+	g->gaps++;
+	g->gap_count += n;
+	return 0;
+}
+
+TEST(t_budget_drop_oldest)
+{
+	static const char *const outs[] = { "dead" };
+	struct queue_opts o = opts_default();
+	struct queue *q = NULL;
+	struct queue_stats st;
+	struct gapscan g = { 0 };
+	int64_t max_disk = 0, total = 0;
+
+	setup();
+	o.max_bytes = 2 << 20;
+	REQUIRE(queue_open(&q, &o, outs, 1) == 0);
+	/* 8 MB through a 2 MB budget with an output that never acks. */
+	for (int i = 0; i < 80; i++) {
+		CHECK_EQ_INT(append_n(q, "s", "k", i * 100, 100, 1000), 0);
+		total += 100;
+		CHECK_EQ_INT(queue_commit(q), 0);
+		CHECK_EQ_INT(queue_enforce_budget(q), 0);
+		CHECK_EQ_INT(queue_commit(q), 0);
+		CHECK(!queue_full(q));
+		CHECK_EQ_INT(queue_stats(q, &st), 0);
+		if (st.disk_bytes > max_disk)
+			max_disk = st.disk_bytes;
+	}
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(st.evicted_records > 0);
+	CHECK(max_disk < o.max_bytes + o.max_bytes / 2);
+	CHECK_EQ_INT(queue_read(q, 0, 100000, gap_cb, &g), st.records);
+	CHECK(!g.bad);
+	CHECK(g.gaps > 0);
+	/* The first gap starts at the first record ever; together the gaps
+	 * account for every evicted record, and survivors plus evicted are
+	 * all that was appended. */
+	CHECK_EQ_INT(g.first, 1);
+	CHECK_EQ_INT(g.gap_count, st.evicted_records);
+	CHECK_EQ_INT(g.data + g.gap_count, total);
+	CHECK(g.first_data > g.last);
+	CHECK_EQ_INT(g.max_seq, total + g.gaps);
+	fprintf(stderr, "  drop_oldest: %" PRId64 " evicted in %" PRId64
+		" gaps, %" PRId64 " kept, max disk %" PRId64 " bytes\n",
+		st.evicted_records, g.gaps, g.data, max_disk);
+	queue_close(q);
+
+	/* The evicted count is durable. */
+	REQUIRE(queue_open(&q, &o, outs, 1) == 0);
+	{
+		int64_t ev = st.evicted_records;
+
+		CHECK_EQ_INT(queue_stats(q, &st), 0);
+		CHECK_EQ_INT(st.evicted_records, ev);
+	}
+	queue_close(q);
+	teardown();
+}
+
+TEST(t_budget_block)
+{
+	static const char *const outs[] = { "o" };
+	struct queue_opts o = opts_default();
+	struct queue *q = NULL;
+	struct queue_stats st;
+	int err = 0, i;
+	int64_t last = 0;
+
+	setup();
+	o.max_bytes = 1 << 20;
+	o.on_full = ON_FULL_BLOCK;
+	REQUIRE(queue_open(&q, &o, outs, 1) == 0);
+	for (i = 0; i < 100 && !err; i++) {
+		err = append_n(q, "s", "k", i * 50, 50, 1000);
+		CHECK_EQ_INT(queue_commit(q), 0);
+		CHECK_EQ_INT(queue_enforce_budget(q), 0);
+	}
+	CHECK_EQ_INT(err, -ENOSPC);
+	CHECK(queue_full(q));
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(st.full);
+	CHECK_EQ_INT(st.evicted_records, 0);
+	last = st.last_seq;
+	CHECK_EQ_INT(append_n(q, "s", "again", 0, 1, 10), -ENOSPC);
+
+	/* The output catches up: trimming frees pages and lifts the block. */
+	CHECK_EQ_INT(queue_cursor_set(q, "o", last), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_enforce_budget(q), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK(!queue_full(q));
+	CHECK_EQ_INT(append_n(q, "s", "again", 0, 1, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+	teardown();
+}
+
+static bool corrupt_file_exists(void)
+{
+	struct dirent *de;
+	DIR *d = opendir(tmpdir);
+	bool found = false;
+
+	if (!d)
+		return false;
+	while ((de = readdir(d)))
+		if (strstr(de->d_name, "queue.db.corrupt-") &&
+		    !strstr(de->d_name, "-wal") && !strstr(de->d_name, "-shm"))
+			found = true;
+	closedir(d);
+	return found;
+}
+
+static void write_at(off_t off, const char *buf, size_t len)
+{
+	int fd = open(dbpath, O_WRONLY | O_CREAT, 0600);
+
+	if (fd < 0)
+		return;
+	if (pwrite(fd, buf, len, off) != (ssize_t)len)
+		perror("pwrite");
+	close(fd);
+}
+
+TEST(t_corrupt_garbage)
+{
+	static const char *const outs[] = { "o" };
+	struct queue *q;
+	struct queue_stats st;
+	char junk[8192];
+
+	setup();
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (char)(i * 7 + 3);
+	write_at(0, junk, sizeof(junk));
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK(corrupt_file_exists());
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(st.recovered_at_ms > 0);
+	CHECK(strstr(st.recovered_path, "queue.db.corrupt-") != NULL);
+	CHECK_EQ_INT(st.records, 0);
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 3, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+
+	/* The fresh file is fine on the next start. */
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.recovered_at_ms, 0);
+	CHECK_EQ_INT(st.records, 3);
+	queue_close(q);
+	teardown();
+}
+
+TEST(t_corrupt_pages)
+{
+	static const char *const outs[] = { "o" };
+	struct queue *q;
+	struct queue_stats st;
+	struct stat sb;
+	char junk[4096];
+
+	setup();
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 2000, 200), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+	REQUIRE(stat(dbpath, &sb) == 0 && sb.st_size > 16 * 4096);
+	/* Keep the header valid; smash b-tree pages in the middle. */
+	memset(junk, 0x5a, sizeof(junk));
+	for (off_t p = 4; p < 12; p++)
+		write_at(p * 4096, junk, sizeof(junk));
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK(corrupt_file_exists());
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(st.recovered_at_ms > 0);
+	CHECK_EQ_INT(st.records, 0);
+	queue_close(q);
+	teardown();
+}
+
+static int dlq_count_cb(const struct dlq_entry *e, const void *data,
+			void *arg)
+{
+	(*(int64_t *)arg)++;
+	return 0;
+}
+
+TEST(t_readonly)
+{
+	static const char *const outs[] = { "o" };
+	struct queue_opts o = opts_default();
+	struct queue *q = NULL, *ro = NULL;
+	struct queue_stats st;
+	int64_t n = 0, oldest = 0, cnt = 0;
+	void *state;
+	size_t len;
+	char side[160];
+
+	setup();
+	o.readonly = true;
+	CHECK_EQ_INT(queue_open(&ro, &o, NULL, 0), -ENOENT);
+	CHECK(ro == NULL);
+	CHECK(access(dbpath, F_OK) != 0);
+
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 10, 10), 0);
+	CHECK_EQ_INT(queue_position_set(q, "in", "src", "st", 2), 0);
+	CHECK_EQ_INT(queue_dlq_add(q, "input:in", "s", 0, "bad", "parse", "x",
+				   1),
+		     0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_cursor_set(q, "o", 3), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+
+	/* Beside a live writer. */
+	REQUIRE(queue_open(&ro, &o, NULL, 0) == 0);
+	CHECK_EQ_INT(queue_stats(ro, &st), 0);
+	CHECK_EQ_INT(st.records, 7);
+	CHECK_EQ_INT(st.dlq_records, 1);
+	CHECK_EQ_INT(queue_backlog(ro, "o", &n, &oldest), 0);
+	CHECK_EQ_INT(n, 7);
+	CHECK_EQ_INT(queue_cursor(ro, "o"), 3);
+	/* The writer moves on; the reader sees it. */
+	CHECK_EQ_INT(queue_cursor_set(q, "o", 5), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_backlog(ro, "o", &n, &oldest), 0);
+	CHECK_EQ_INT(n, 5);
+	queue_close(ro);
+	queue_close(q);
+
+	/* With the daemon down. */
+	REQUIRE(queue_open(&ro, &o, NULL, 0) == 0);
+	CHECK_EQ_INT(queue_stats(ro, &st), 0);
+	CHECK_EQ_INT(st.records, 5);
+	CHECK_EQ_INT(st.first_seq, 6);
+	CHECK_EQ_INT(queue_read(ro, 0, 100, count_cb, &cnt), 5);
+	CHECK_EQ_INT(queue_dlq_list(ro, 0, 10, dlq_count_cb, &cnt), 0);
+	CHECK_EQ_INT(cnt, 6);
+	CHECK_EQ_INT(queue_dlq_get(ro, 1, dlq_count_cb, &cnt), 0);
+	CHECK_EQ_INT(queue_position_get(ro, "in", "src", &state, &len), 0);
+	xfree(state);
+	CHECK_EQ_INT(append_n(ro, "s", "z", 0, 1, 10), -EROFS);
+	CHECK_EQ_INT(queue_position_set(ro, "in", "src", "x", 1), -EROFS);
+	CHECK_EQ_INT(queue_cursor_set(ro, "o", 9), -EROFS);
+	CHECK_EQ_INT(queue_dlq_add(ro, "o", "s", 0, "k", "r", "", 0), -EROFS);
+	CHECK_EQ_INT(queue_dlq_purge(ro, 0, &cnt), -EROFS);
+	CHECK_EQ_INT(queue_dlq_replay(ro, 0, &cnt), -EROFS);
+	CHECK_EQ_INT(queue_enforce_budget(ro), -EROFS);
+	queue_close(ro);
+	/* Reading a stopped daemon's queue leaves no -wal or -shm behind. */
+	snprintf(side, sizeof(side), "%s-wal", dbpath);
+	CHECK(access(side, F_OK) != 0);
+	snprintf(side, sizeof(side), "%s-shm", dbpath);
+	CHECK(access(side, F_OK) != 0);
+	teardown();
+}
+
+struct dlqcol {
+	int n;
+	int64_t id[16];
+	char key[16][128];
+	char reason[16][256];
+	char origin[16][64];
+	int64_t seq[16];
+	char data[16][64];
+};
+
+static int dlq_col_cb(const struct dlq_entry *e, const void *data, void *arg)
+{
+	struct dlqcol *c = arg;
+
+	if (c->n < 16) {
+		c->id[c->n] = e->id;
+		strcpy(c->key[c->n], e->key);
+		strcpy(c->reason[c->n], e->reason);
+		strcpy(c->origin[c->n], e->origin);
+		c->seq[c->n] = e->seq;
+		memcpy(c->data[c->n], data, e->len < 63 ? e->len : 63);
+		c->data[c->n][e->len < 63 ? e->len : 63] = '\0';
+	}
+	c->n++;
+	return 0;
+}
+
+TEST(t_dlq)
+{
+	static const char *const outs[] = { "o" };
+	struct queue *q;
+	struct queue_stats st;
+	struct dlqcol c = { 0 };
+	struct collect rc = { 0 };
+	int64_t cnt = 0;
+	char longreason[600];
+
+	setup();
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	memset(longreason, 'r', sizeof(longreason) - 1);
+	longreason[sizeof(longreason) - 1] = '\0';
+	CHECK_EQ_INT(queue_dlq_add(q, "input:t", "s", 0, "k1", "bad json",
+				   "{x", 2),
+		     0);
+	CHECK_EQ_INT(queue_dlq_add(q, "output:m", "s", 42, "k2", longreason,
+				   "{\"a\":1}", 7),
+		     0);
+	CHECK_EQ_INT(queue_dlq_add(q, "output:m", "s", 43, "k3", "413",
+				   "{\"a\":2}", 7),
+		     0);
+	CHECK_EQ_INT(queue_pending(q), 3);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.dlq_records, 3);
+
+	CHECK_EQ_INT(queue_dlq_list(q, 0, 2, dlq_col_cb, &c), 0);
+	REQUIRE(c.n == 2);
+	CHECK_EQ_STR(c.key[0], "k1");
+	CHECK_EQ_STR(c.origin[0], "input:t");
+	CHECK_EQ_STR(c.data[0], "{x");
+	CHECK_EQ_INT(c.seq[1], 42);
+	CHECK_EQ_INT(strlen(c.reason[1]), 255);
+	/* Next page. */
+	memset(&c, 0, sizeof(c));
+	CHECK_EQ_INT(queue_dlq_list(q, 2, 10, dlq_col_cb, &c), 0);
+	CHECK_EQ_INT(c.n, 1);
+	CHECK_EQ_STR(c.key[0], "k3");
+
+	memset(&c, 0, sizeof(c));
+	CHECK_EQ_INT(queue_dlq_get(q, 2, dlq_col_cb, &c), 0);
+	CHECK_EQ_INT(c.n, 1);
+	CHECK_EQ_STR(c.data[0], "{\"a\":1}");
+	CHECK_EQ_INT(queue_dlq_get(q, 99, dlq_col_cb, &c), -ENOENT);
+
+	/* Replay one: back in the log with a new seq and a suffixed key. */
+	CHECK_EQ_INT(queue_dlq_replay(q, 2, &cnt), 0);
+	CHECK_EQ_INT(cnt, 1);
+	CHECK_EQ_INT(queue_dlq_replay(q, 2, &cnt), -ENOENT);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_read(q, 0, 10, collect_cb, &rc), 1);
+	CHECK_EQ_STR(rc.key[0], "k2:replay:2");
+	CHECK_EQ_STR(rc.data[0], "{\"a\":1}");
+	CHECK_EQ_INT(rc.kind[0], REC_DATA);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.dlq_records, 2);
+	CHECK_EQ_INT(st.records, 1);
+
+	/* Purge one, then replay all that is left. */
+	CHECK_EQ_INT(queue_dlq_purge(q, 1, &cnt), 0);
+	CHECK_EQ_INT(cnt, 1);
+	CHECK_EQ_INT(queue_dlq_purge(q, 1, &cnt), -ENOENT);
+	CHECK_EQ_INT(queue_dlq_replay(q, 0, &cnt), 0);
+	CHECK_EQ_INT(cnt, 1);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	memset(&rc, 0, sizeof(rc));
+	CHECK_EQ_INT(queue_read(q, 0, 10, collect_cb, &rc), 2);
+	CHECK_EQ_STR(rc.key[1], "k3:replay:3");
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.dlq_records, 0);
+	CHECK_EQ_INT(st.records, 2);
+
+	/* Purge all. */
+	CHECK_EQ_INT(queue_dlq_add(q, "o", NULL, 0, NULL, "r", NULL, 0), 0);
+	CHECK_EQ_INT(queue_dlq_add(q, "o", "s", 0, "k", "r", "", 0), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_dlq_purge(q, 0, &cnt), 0);
+	CHECK_EQ_INT(cnt, 2);
+	CHECK_EQ_INT(queue_dlq_purge(q, 0, &cnt), 0);
+	CHECK_EQ_INT(cnt, 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+	teardown();
+}
+
+TEST(t_alloc_failure)
+{
+	static const char *const outs[] = { "a", "b" };
+	struct queue_opts o = opts_default();
+	struct queue *q = NULL;
+	size_t before = mem_in_use();
+	void *state = NULL;
+	size_t len = 0;
+	int err = -ENOMEM, i;
+
+	setup();
+	/* Every allocation the open makes, failed in turn. */
+	for (i = 0; i < 50 && err == -ENOMEM; i++) {
+		mem_fail_after(i);
+		err = queue_open(&q, &o, outs, 2);
+		mem_fail_after(-1);
+		if (err) {
+			CHECK_EQ_INT(err, -ENOMEM);
+			CHECK(q == NULL);
+			CHECK_EQ_INT(mem_in_use(), before);
+		}
+	}
+	CHECK(i > 3);
+	REQUIRE(err == 0 && q);
+	CHECK_EQ_INT(queue_position_set(q, "in", "src", "abc", 3), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	mem_fail_after(0);
+	CHECK_EQ_INT(queue_position_get(q, "in", "src", &state, &len), -ENOMEM);
+	mem_fail_after(-1);
+	CHECK(state == NULL);
+	/* The append path does not allocate. */
+	mem_fail_after(0);
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 100, 100), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	mem_fail_after(-1);
+	queue_close(q);
+	CHECK_EQ_INT(mem_in_use(), before);
+	teardown();
+}
+
+int main(void)
+{
+	log_set_level(LOGL_ERROR);
+	RUN(t_append_commit_read);
+	RUN(t_read_cb_error);
+	RUN(t_seq_never_repeats);
+	RUN(t_dedupe);
+	RUN(t_position_atomic);
+	RUN(t_cursors_two_outputs);
+	RUN(t_new_output_backlog);
+	RUN(t_trim_bounded);
+	RUN(t_budget_drop_oldest);
+	RUN(t_budget_block);
+	RUN(t_corrupt_garbage);
+	RUN(t_corrupt_pages);
+	RUN(t_readonly);
+	RUN(t_dlq);
+	RUN(t_alloc_failure);
+	if (tmpdir[0])
+		teardown();
+	TEST_END();
+}
