@@ -84,7 +84,7 @@ bench: all
 	@O=$(O) tools/bench
 
 docs: all
-	$(O)/agentd --print-config-reference=markdown > docs/configuration-keys.md
+	@O=$(O) tools/gen-docs
 
 clean:
 	rm -rf $(O)

@@ -879,17 +879,42 @@ void config_free(struct config *c)
 	xfree(c);
 }
 
-static void print_keys(FILE *f, const struct cfg_key *keys, bool md)
+static void print_comment(FILE *f, const char *h)
+{
+	while (*h) {
+		int n = 0, last = 0;
+
+		while (h[n] && n < 74) {
+			if (h[n] == ' ')
+				last = n;
+			n++;
+		}
+		if (h[n] && last)
+			n = last;
+		fprintf(f, "# %.*s\n", n, h);
+		h += n;
+		while (*h == ' ')
+			h++;
+	}
+}
+
+static const char *type_name(const struct cfg_key *k)
+{
+	switch (k->type) {
+	case CFG_SIZE: return "size";
+	case CFG_DURATION: return "duration";
+	case CFG_ENUM: return "enum";
+	default: return type_hint(k->type);
+	}
+}
+
+static void print_keys(FILE *f, const struct cfg_key *keys, bool md, const char *skip)
 {
 	for (const struct cfg_key *k = keys; k && k->name; k++) {
-		const char *t = k->type == CFG_ENUM ? "enum" : type_hint(k->type);
-
-		if (k->type == CFG_SIZE)
-			t = "size";
-		else if (k->type == CFG_DURATION)
-			t = "duration";
+		if (skip && !strcmp(k->name, skip))
+			continue;
 		if (md) {
-			fprintf(f, "| `%s` | %s", k->name, t);
+			fprintf(f, "| `%s` | %s", k->name, type_name(k));
 			if (k->type == CFG_ENUM) {
 				fprintf(f, ": ");
 				for (int i = 0; k->enums[i]; i++)
@@ -897,55 +922,73 @@ static void print_keys(FILE *f, const struct cfg_key *keys, bool md)
 			}
 			fprintf(f, " | %s | %s |\n", k->required ? "**required**" : k->def ? k->def : "(see text)",
 				k->help);
-		} else {
-			const char *h = k->help;
-
-			fprintf(f, "\n");
-			while (*h) {
-				int n = 0, last = 0;
-
-				while (h[n] && n < 74) {
-					if (h[n] == ' ')
-						last = n;
-					n++;
-				}
-				if (h[n] && last)
-					n = last;
-				fprintf(f, "# %.*s\n", n, h);
-				h += n;
-				while (*h == ' ')
-					h++;
-			}
-			fprintf(f, "%s%s = %s\n", k->required ? "" : "#", k->name, k->def ? k->def : "");
+			continue;
 		}
+		fprintf(f, "\n");
+		print_comment(f, k->help);
+		if (k->required)
+			fprintf(f, "%s = %s\n", k->name, k->example ? k->example : "");
+		else
+			fprintf(f, "#%s = %s\n", k->name, k->def ? k->def : k->example ? k->example : "");
 	}
 }
 
-static void print_section(FILE *f, bool md, const char *title, const char *intro, const struct cfg_key *keys)
+static void print_section(FILE *f, const char *title, const char *intro, const struct cfg_key *keys)
 {
-	if (md) {
-		fprintf(f, "\n### %s\n\n%s\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n",
-			title, intro);
-	} else {
-		fprintf(f, "\n# ---- %s ----\n# %s\n", title, intro);
+	fprintf(f, "\n### %s\n\n%s\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n",
+		title, intro);
+	print_keys(f, keys, true, NULL);
+}
+
+static void print_markdown(FILE *f)
+{
+	char title[96];
+
+	print_section(f, "[agent]", "Who this agent is and where it keeps its state.", agent_keys);
+	print_section(f, "[queue]", "The durable on-disk queue every accepted record is kept in.", queue_keys);
+	print_section(f, "[input NAME]", "Keys every input has, whatever its driver.", input_keys);
+	for (int i = 0; driver_registry[i]; i++) {
+		snprintf(title, sizeof(title), "driver = %s", driver_registry[i]->name);
+		print_section(f, title, driver_registry[i]->help, driver_registry[i]->conf_keys);
 	}
-	print_keys(f, keys, md);
+	print_section(f, "[output NAME]", "Keys every output has, whatever its type.", output_keys);
+	for (int i = 0; output_types[i]; i++) {
+		snprintf(title, sizeof(title), "type = %s", output_types[i]->name);
+		print_section(f, title, output_types[i]->help, output_types[i]->conf_keys);
+	}
+}
+
+/* A loadable example: every key with its help, defaults commented out,
+ * one input of the first driver and one output of the first type. */
+static void print_example(FILE *f)
+{
+	const struct driver *d = driver_registry[0];
+	const struct output_type *t = output_types[0];
+
+	fprintf(f, "# agentd configuration: every key, with its default commented out.\n"
+		   "# Sizes take KiB/MiB/GiB, durations ms/s/m/h. Validate with\n"
+		   "#   agentd --check-config FILE\n\n[agent]\n");
+	print_keys(f, agent_keys, false, NULL);
+	fprintf(f, "\n[queue]\n");
+	print_keys(f, queue_keys, false, NULL);
+	fprintf(f, "\n# One section per input; NAME is the default stream name.\n[input sensors]\n");
+	print_comment(f, input_keys[0].help);
+	fprintf(f, "driver = %s\n", d->name);
+	print_keys(f, input_keys, false, "driver");
+	fprintf(f, "\n# Keys of driver = %s: %s\n", d->name, d->help);
+	print_keys(f, d->conf_keys, false, NULL);
+	fprintf(f, "\n# One section per output.\n[output lake]\n");
+	print_comment(f, output_keys[0].help);
+	fprintf(f, "type = %s\n", t->name);
+	print_keys(f, output_keys, false, "type");
+	fprintf(f, "\n# Keys of type = %s: %s\n", t->name, t->help);
+	print_keys(f, t->conf_keys, false, NULL);
 }
 
 void config_print_reference(FILE *f, bool md)
 {
-	char title[96];
-
-	print_section(f, md, "[agent]", "Who this agent is and where it keeps its state.", agent_keys);
-	print_section(f, md, "[queue]", "The durable on-disk queue every accepted record is kept in.", queue_keys);
-	print_section(f, md, "[input NAME]", "Keys every input has, whatever its driver.", input_keys);
-	for (int i = 0; driver_registry[i]; i++) {
-		snprintf(title, sizeof(title), "driver = %s", driver_registry[i]->name);
-		print_section(f, md, title, driver_registry[i]->help, driver_registry[i]->conf_keys);
-	}
-	print_section(f, md, "[output NAME]", "Keys every output has, whatever its type.", output_keys);
-	for (int i = 0; output_types[i]; i++) {
-		snprintf(title, sizeof(title), "type = %s", output_types[i]->name);
-		print_section(f, md, title, output_types[i]->help, output_types[i]->conf_keys);
-	}
+	if (md)
+		print_markdown(f);
+	else
+		print_example(f);
 }

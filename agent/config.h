@@ -42,6 +42,7 @@ struct cfg_key {
 	const char *const *enums; /* CFG_ENUM: NULL-terminated names */
 	int64_t min, max;      /* CFG_INT/SIZE/DURATION bounds; both 0 = unbounded */
 	bool required;
+	const char *example;   /* value shown in the example config, if not def */
 };
 
 enum on_full { ON_FULL_DROP_OLDEST, ON_FULL_BLOCK };

@@ -110,6 +110,7 @@ static const char *const start_at_names[] = { "head", "end", NULL };
 #define TK(f) offsetof(struct tail_conf, f)
 static const struct cfg_key tail_keys[] = {
 	{ .name = "path", .type = CFG_STR, .offset = TK(path), .required = true,
+	  .example = "/var/log/sensors/*.log",
 	  .help = "Absolute path or glob(7) pattern of the files to follow; several patterns may be separated "
 		  "by commas. Match only the live file names (e.g. /var/log/app/*.log, not *.log*): a rotated "
 		  "copy matched again is read again as a new file." },
