@@ -307,9 +307,14 @@ int cfg_defaults(const struct cfg_key *keys, void *base)
 	char err[128];
 
 	for (const struct cfg_key *k = keys; k && k->name; k++) {
+		int rc;
+
 		if (!k->def)
 			continue;
-		if (cfg_set(k, base, k->def, err, sizeof(err))) {
+		rc = cfg_set(k, base, k->def, err, sizeof(err));
+		if (rc == -ENOMEM)
+			return rc;
+		if (rc) {
 			log_error("built-in default of %s is invalid: %s", k->name, err);
 			return -EINVAL;
 		}
@@ -319,6 +324,8 @@ int cfg_defaults(const struct cfg_key *keys, void *base)
 
 void cfg_release(const struct cfg_key *keys, void *base)
 {
+	if (!base)
+		return;
 	for (const struct cfg_key *k = keys; k && k->name; k++) {
 		if (k->type == CFG_STR) {
 			char **p = (char **)((char *)base + k->offset);
