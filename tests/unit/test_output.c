@@ -1,0 +1,349 @@
+/* test_output.c - the core's batcher around a scripted output type:
+ * batch limits, in-order cursors with out-of-order acks, retry with the
+ * same batch id, split-and-dead-letter on permanent rejection. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "agent.h"
+#include "mem.h"
+#include "outputs.h"
+#include "test.h"
+
+#define MAXB 64
+
+static struct {
+	struct batch *sent[MAXB];
+	char ids[MAXB][48];
+	int64_t first[MAXB], last[MAXB], count[MAXB];
+	unsigned attempt[MAXB];
+	int n;
+	int inflight;
+	int64_t max_count; /* -EMSGSIZE above this */
+	struct output *o;
+} fk;
+
+static int fake_start(struct output *o, void **state)
+{
+	fk.o = o;
+	*state = &fk;
+	output_set_connected(o, true, NULL);
+	return 0;
+}
+
+static bool fake_ready(void *state)
+{
+	return true;
+}
+
+static int fake_send(void *state, struct batch *b)
+{
+	if (fk.max_count && b->count > fk.max_count)
+		return -EMSGSIZE;
+	if (fk.n >= MAXB)
+		return -ENOSPC;
+	fk.sent[fk.n] = b;
+	snprintf(fk.ids[fk.n], sizeof(fk.ids[0]), "%s", b->id);
+	fk.first[fk.n] = b->first_seq;
+	fk.last[fk.n] = b->last_seq;
+	fk.count[fk.n] = b->count;
+	fk.attempt[fk.n] = b->attempt;
+	fk.n++;
+	fk.inflight++;
+	return 0;
+}
+
+static bool fake_drain(void *state, int64_t deadline)
+{
+	return true;
+}
+
+static void fake_stop(void *state)
+{
+}
+
+static const struct output_type fake_type = {
+	.version = OUTPUT_VERSION,
+	.name = "fake",
+	.start = fake_start,
+	.ready = fake_ready,
+	.send = fake_send,
+	.drain = fake_drain,
+	.stop = fake_stop,
+};
+
+static struct agent a;
+static struct config *cfg;
+static const struct output_type *saved_type;
+static char dir[64];
+
+static int64_t commit_cb(struct loop_timer *t)
+{
+	queue_commit(a.q);
+	return -1;
+}
+
+static int64_t stop_cb(struct loop_timer *t)
+{
+	loop_stop(a.loop);
+	return -1;
+}
+
+static void spin(int64_t ms)
+{
+	struct loop_timer t = { .cb = stop_cb };
+
+	loop_timer_set(a.loop, &t, ms);
+	loop_run(a.loop);
+	loop_timer_cancel(a.loop, &t);
+}
+
+static int setup(const char *output_keys, int n_records, const char *const *streams)
+{
+	char text[1024], err[256], path[128];
+	const char *names[] = { "lake" };
+	struct queue_opts qo = { .path = path, .synchronous = SYNC_OFF };
+	int rc;
+
+	memset(&fk, 0, sizeof(fk));
+	memset(&a, 0, sizeof(a));
+	snprintf(dir, sizeof(dir), "/tmp/test_output.XXXXXX");
+	if (!mkdtemp(dir))
+		return -errno;
+	snprintf(text, sizeof(text),
+		 "[agent]\nid = gw\nstate_dir = %s\n[input s]\ndriver = tail\npath = /none\n"
+		 "[output lake]\ntype = mqtt\nretry_base = 10ms\nretry_max = 20ms\n%s",
+		 dir, output_keys);
+	rc = config_parse(text, strlen(text), "t.conf", &cfg, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "%s\n", err);
+		return rc;
+	}
+	saved_type = cfg->outputs->out_type;
+	cfg->outputs->out_type = &fake_type;
+	a.cfg = cfg;
+	a.commit_timer.cb = commit_cb;
+	if ((rc = loop_init(&a.loop)))
+		return rc;
+	snprintf(path, sizeof(path), "%s/queue.db", dir);
+	if ((rc = queue_open(&a.q, &qo, names, 1)))
+		return rc;
+	for (int i = 0; i < n_records; i++) {
+		char key[32], data[32];
+		struct qrec_in r = { .stream = streams ? streams[i] : "s", .key = key, .data = data };
+
+		snprintf(key, sizeof(key), "k%d", i);
+		r.len = (size_t)snprintf(data, sizeof(data), "{\"i\":%d}", i + 1);
+		if ((rc = queue_append(a.q, &r, NULL)))
+			return rc;
+	}
+	if ((rc = queue_commit(a.q)))
+		return rc;
+	a.outputs = xcalloc(1, sizeof(*a.outputs));
+	if ((rc = output_create(&a, cfg->outputs, &a.outputs[0])))
+		return rc;
+	a.n_outputs = 1;
+	return output_start(a.outputs[0]);
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	output_free(a.outputs[0]);
+	xfree(a.outputs);
+	queue_close(a.q);
+	loop_free(a.loop);
+	cfg->outputs->out_type = saved_type;
+	config_free(cfg);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd))
+		fprintf(stderr, "cleanup of %s failed\n", dir);
+}
+
+/* Lines in a batch body, after checking it is one zstd frame. */
+static int64_t body_lines(const struct batch *b, int64_t *first_i)
+{
+	char out[1 << 16];
+	size_t n = ZSTD_decompress(out, sizeof(out), b->body, b->body_len);
+	int64_t lines = 0;
+
+	if (ZSTD_isError(n))
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		lines += out[i] == '\n';
+	if (first_i) {
+		const char *p = strstr(out, "\"data\":{\"i\":");
+
+		*first_i = p ? atoll(p + 12) : -1;
+	}
+	return lines;
+}
+
+static int64_t cursor(void)
+{
+	return queue_cursor(a.q, "lake");
+}
+
+TEST(test_limits_and_ordered_cursor)
+{
+	int64_t fi;
+
+	REQUIRE(setup("linger = 0\nbatch_max_records = 10\nmax_inflight = 4\n", 25, NULL) == 0);
+	spin(50);
+	REQUIRE(fk.n == 3);
+	CHECK_EQ_INT(fk.count[0], 10);
+	CHECK_EQ_INT(fk.count[1], 10);
+	CHECK_EQ_INT(fk.count[2], 5);
+	CHECK_EQ_INT(fk.first[1], 11);
+	CHECK_EQ_INT(body_lines(fk.sent[0], &fi), 10);
+	CHECK_EQ_INT(fi, 1);
+	CHECK_EQ_INT(body_lines(fk.sent[2], &fi), 5);
+	CHECK_EQ_INT(fi, 21);
+	/* The second batch is acknowledged first: the cursor must wait. */
+	output_batch_done(fk.o, fk.sent[1], OUT_OK, NULL);
+	spin(10);
+	CHECK_EQ_INT(cursor(), 0);
+	output_batch_done(fk.o, fk.sent[0], OUT_OK, NULL);
+	spin(10);
+	CHECK_EQ_INT(cursor(), 20);
+	output_batch_done(fk.o, fk.sent[2], OUT_OK, NULL);
+	spin(10);
+	CHECK_EQ_INT(cursor(), 25);
+	teardown();
+}
+
+TEST(test_inflight_window)
+{
+	REQUIRE(setup("linger = 0\nbatch_max_records = 1\nmax_inflight = 3\n", 10, NULL) == 0);
+	spin(50);
+	CHECK_EQ_INT(fk.n, 3);
+	output_batch_done(fk.o, fk.sent[0], OUT_OK, NULL);
+	spin(20);
+	CHECK_EQ_INT(fk.n, 4);
+	CHECK_EQ_INT(fk.first[3], 4);
+	teardown();
+}
+
+TEST(test_retry_keeps_batch_id)
+{
+	REQUIRE(setup("linger = 0\nbatch_max_records = 100\n", 7, NULL) == 0);
+	spin(30);
+	REQUIRE(fk.n == 1);
+	output_batch_done(fk.o, fk.sent[0], OUT_RETRY, "broker busy");
+	spin(5);
+	CHECK_EQ_INT(fk.n, 1); /* not before the backoff */
+	spin(100);
+	REQUIRE(fk.n == 2);
+	CHECK_EQ_STR(fk.ids[1], fk.ids[0]);
+	CHECK_EQ_INT(fk.first[1], 1);
+	CHECK_EQ_INT(fk.last[1], 7);
+	CHECK_EQ_INT(fk.attempt[1], 1);
+	output_batch_done(fk.o, fk.sent[1], OUT_OK, NULL);
+	spin(10);
+	CHECK_EQ_INT(cursor(), 7);
+	teardown();
+}
+
+static int dlq_seq_cb(const struct dlq_entry *e, const void *data, void *arg)
+{
+	int64_t *seqs = arg;
+
+	seqs[seqs[0] + 1] = e->seq;
+	seqs[0]++;
+	CHECK(strstr(e->reason, "payload format invalid") != NULL);
+	CHECK_EQ_STR(e->origin, "output:lake");
+	return 0;
+}
+
+/* The remote refuses any batch holding seq 5 or seq 6 for good. */
+TEST(test_reject_isolates_records)
+{
+	int64_t seqs[16] = { 0 }, acked = 0;
+
+	REQUIRE(setup("linger = 0\nbatch_max_records = 100\n", 9, NULL) == 0);
+	for (int round = 0; round < 40; round++) {
+		spin(10);
+		while (fk.inflight) {
+			for (int i = 0; i < fk.n; i++) {
+				struct batch *b = fk.sent[i];
+				bool bad;
+
+				if (!b)
+					continue;
+				bad = fk.first[i] <= 6 && fk.last[i] >= 5;
+				fk.sent[i] = NULL;
+				fk.inflight--;
+				if (!bad)
+					acked += fk.count[i];
+				output_batch_done(fk.o, b, bad ? OUT_REJECT : OUT_OK,
+						  "broker rejected publish: payload format invalid");
+				break;
+			}
+		}
+	}
+	CHECK_EQ_INT(acked, 7);
+	CHECK_EQ_INT(cursor(), 9);
+	CHECK_EQ_INT(queue_dlq_list(a.q, 0, 10, dlq_seq_cb, seqs), 0);
+	CHECK_EQ_INT(seqs[0], 2);
+	CHECK_EQ_INT(seqs[1], 5);
+	CHECK_EQ_INT(seqs[2], 6);
+	teardown();
+}
+
+TEST(test_too_large_splits)
+{
+	int64_t total = 0;
+
+	REQUIRE(setup("linger = 0\nbatch_max_records = 100\n", 9, NULL) == 0);
+	fk.max_count = 2;
+	spin(50);
+	for (int i = 0; i < fk.n; i++) {
+		CHECK(fk.count[i] <= 2);
+		total += fk.count[i];
+		output_batch_done(fk.o, fk.sent[i], OUT_OK, NULL);
+	}
+	spin(20);
+	CHECK_EQ_INT(total, 9);
+	CHECK_EQ_INT(cursor(), 9);
+	teardown();
+}
+
+TEST(test_one_stream_per_batch)
+{
+	static const char *const streams[] = { "a", "a", "a", "b", "b", "a" };
+
+	REQUIRE(setup("linger = 0\nbatch_max_records = 100\n", 6, streams) == 0);
+	spin(50);
+	REQUIRE(fk.n == 3);
+	CHECK_EQ_INT(fk.count[0], 3);
+	CHECK_EQ_INT(fk.count[1], 2);
+	CHECK_EQ_INT(fk.count[2], 1);
+	teardown();
+}
+
+TEST(test_linger_waits_for_more)
+{
+	REQUIRE(setup("batch_max_records = 100\nlinger = 300ms\n", 3, NULL) == 0);
+	spin(100);
+	CHECK_EQ_INT(fk.n, 0);
+	spin(400);
+	CHECK_EQ_INT(fk.n, 1);
+	teardown();
+}
+
+int main(void)
+{
+	RUN(test_limits_and_ordered_cursor);
+	RUN(test_inflight_window);
+	RUN(test_retry_keeps_batch_id);
+	RUN(test_reject_isolates_records);
+	RUN(test_too_large_splits);
+	RUN(test_one_stream_per_batch);
+	RUN(test_linger_waits_for_more);
+	TEST_END();
+}
