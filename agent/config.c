@@ -891,7 +891,7 @@ static void print_comment(FILE *f, const char *h)
 	while (*h) {
 		int n = 0, last = 0;
 
-		while (h[n] && n < 74) {
+		while (n < 74 && h[n]) {
 			if (h[n] == ' ')
 				last = n;
 			n++;

@@ -557,6 +557,7 @@ void output_fill_status(struct output *o, struct status_output *st)
 	st->last_ack_wall_ms = o->last_ack_wall_ms;
 	st->cursor = o->cursor;
 	queue_backlog(o->a->q, o->conf->name, &st->backlog_records, &st->backlog_oldest_wall_ms);
+	st->backlog_bytes = queue_backlog_bytes(o->a->q, st->backlog_records);
 	for (struct obatch *ob = o->head; ob; ob = ob->next)
 		inflight += ob->state != OB_DONE;
 	st->inflight_batches = inflight;

@@ -1302,6 +1302,15 @@ int queue_backlog(struct queue *q, const char *output, int64_t *records,
 	return err;
 }
 
+int64_t queue_backlog_bytes(struct queue *q, int64_t records)
+{
+	struct queue_stats st;
+
+	if (records <= 0 || queue_stats(q, &st) || st.records <= 0)
+		return 0;
+	return (int64_t)((double)st.disk_bytes * (double)records / (double)st.records);
+}
+
 int queue_dlq_add(struct queue *q, const char *origin, const char *stream,
 		  int64_t seq, const char *key, const char *reason,
 		  const void *data, size_t len)

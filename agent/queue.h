@@ -135,6 +135,10 @@ int queue_cursor_set(struct queue *q, const char *output, int64_t seq);
 int queue_backlog(struct queue *q, const char *output, int64_t *records,
 		  int64_t *oldest_wall_ms);
 
+/* Disk bytes that `records` of the backlog occupy, estimated from the
+ * queue's average (for status; no scan). */
+int64_t queue_backlog_bytes(struct queue *q, int64_t records);
+
 /* Dead-letter a record (seq 0 if it has none). */
 int queue_dlq_add(struct queue *q, const char *origin, const char *stream,
 		  int64_t seq, const char *key, const char *reason,

@@ -359,11 +359,14 @@ static int render_outputs(const struct status *s, struct buf *out)
 					 age);
 
 		if (o->backlog_records > 0 && o->backlog_oldest_wall_ms > 0) {
+			char size[32];
+
 			human_dur(dur, sizeof(dur),
 				  s->now_wall_ms - o->backlog_oldest_wall_ms);
-			rc |= buf_printf(out, "      backlog %" PRId64 " record%s (oldest %s)",
+			human_size(size, sizeof(size), o->backlog_bytes);
+			rc |= buf_printf(out, "      backlog %" PRId64 " record%s (~%s on disk, oldest %s)",
 					 o->backlog_records,
-					 pl(o->backlog_records), dur);
+					 pl(o->backlog_records), size, dur);
 		} else {
 			rc |= buf_printf(out, "      backlog %" PRId64 " record%s",
 					 o->backlog_records,
@@ -535,6 +538,7 @@ static void json_outputs(struct status_buf *w, const struct status *s)
 		jw_int(w, "last_ack_wall_ms", o->last_ack_wall_ms);
 		jw_int(w, "cursor", o->cursor);
 		jw_int(w, "backlog_records", o->backlog_records);
+		jw_int(w, "backlog_bytes", o->backlog_bytes);
 		jw_int(w, "backlog_oldest_wall_ms", o->backlog_oldest_wall_ms);
 		jw_int(w, "inflight_batches", o->inflight_batches);
 		jw_int(w, "delivered_records", o->delivered_records);

@@ -33,6 +33,7 @@ struct status_output {
 	int64_t last_ack_wall_ms; /* 0 = never */
 	int64_t cursor;
 	int64_t backlog_records;
+	int64_t backlog_bytes;  /* estimate: its share of the queue's disk use */
 	int64_t backlog_oldest_wall_ms;
 	int64_t inflight_batches;
 	int64_t delivered_records, delivered_batches;

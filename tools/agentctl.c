@@ -333,6 +333,7 @@ static int offline_status(struct ctl *x, struct queue *q, struct status *st)
 			o->backlog_records = 0;
 			o->backlog_oldest_wall_ms = 0;
 		}
+		o->backlog_bytes = queue_backlog_bytes(q, o->backlog_records);
 	}
 	st->n_outputs = i;
 	return 0;

@@ -89,6 +89,7 @@ static void base(struct status *s)
 	outputs[0].last_ack_wall_ms = NOW - 2 * SEC;
 	outputs[0].cursor = 89200;
 	outputs[0].backlog_records = 34;
+	outputs[0].backlog_bytes = 8704;
 	outputs[0].backlog_oldest_wall_ms = NOW - 3 * SEC;
 	outputs[0].inflight_batches = 1;
 	outputs[0].delivered_records = 109000;
@@ -105,6 +106,7 @@ static void base(struct status *s)
 	outputs[1].last_ack_wall_ms = NOW - 20 * SEC;
 	outputs[1].cursor = 88000;
 	outputs[1].backlog_records = 1234;
+	outputs[1].backlog_bytes = 315904;
 	outputs[1].backlog_oldest_wall_ms = NOW - 5 * SEC;
 	outputs[1].inflight_batches = 2;
 	outputs[1].delivered_records = 108000;
@@ -308,7 +310,7 @@ TEST(test_not_running)
 	check_case("not_running", &s, &text, &json);
 	CHECK(has(&text, "agentd NOT RUNNING  (state read from /var/lib/agentd/queue.db)\n"));
 	CHECK(has(&text, "PROBLEM: agentd is not running"));
-	CHECK(has(&text, "backlog 34 records (oldest 3d04h)"));
+	CHECK(has(&text, "backlog 34 records (~8.5 KiB on disk, oldest 3d04h)"));
 	/* A stopped agent is one problem, not one per output. */
 	CHECK(!strstr(text.p, "PROBLEM: output"));
 	CHECK(has(&json, "\"running\":false"));
