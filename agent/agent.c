@@ -84,7 +84,10 @@ static int64_t commit_timer_cb(struct loop_timer *t)
 
 void agent_wrote(struct agent *a)
 {
-	if (queue_pending(a->q) >= a->cfg->queue.commit_records)
+	/* A commit group is also bounded in bytes, so the budget is checked
+	 * (after each commit) before one group can overshoot it by much. */
+	if (queue_pending(a->q) >= a->cfg->queue.commit_records ||
+	    queue_pending_bytes(a->q) >= a->cfg->queue.max_bytes / 32)
 		agent_commit(a);
 	else if (!a->commit_timer.armed)
 		loop_timer_set(a->loop, &a->commit_timer, a->cfg->queue.commit_interval_ms);

@@ -806,11 +806,12 @@ out_free:
 	return rc;
 }
 
-int config_load(const char *path, struct config **out, char *err, size_t errlen)
+/* Read a config file whole (NUL-terminated, xmalloc'ed). */
+static int read_config_file(const char *path, char **text, size_t *len, char *err, size_t errlen)
 {
 	struct stat st;
-	char *text = NULL;
 	size_t got = 0;
+	char *p = NULL;
 	int fd, rc;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -829,29 +830,87 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 		rc = -EFBIG;
 		goto out_close;
 	}
-	text = xmalloc((size_t)st.st_size + 1);
-	if (!text) {
+	p = xmalloc((size_t)st.st_size + 1);
+	if (!p) {
 		rc = -ENOMEM;
 		goto out_close;
 	}
 	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, text + got, (size_t)st.st_size - got);
+		ssize_t n = read(fd, p + got, (size_t)st.st_size - got);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			rc = n < 0 ? -errno : -EIO;
 			snprintf(err, errlen, "%s: read failed: %s", path, strerror(-rc));
-			goto out_free;
+			xfree(p);
+			goto out_close;
 		}
 		got += (size_t)n;
 	}
-	rc = config_parse(text, got, path, out, err, errlen);
-out_free:
-	xfree(text);
+	p[got] = '\0';
+	*text = p;
+	*len = got;
+	rc = 0;
 out_close:
 	close(fd);
 	return rc;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	rc = read_config_file(path, &text, &len, err, errlen);
+	if (rc)
+		return rc;
+	rc = config_parse(text, len, path, out, err, errlen);
+	xfree(text);
+	return rc;
+}
+
+int config_peek_agent(const char *path, struct agent_conf *ac)
+{
+	struct parser_state ps;
+	struct section *secs = NULL;
+	size_t nsec = 0, len;
+	char *text = NULL, err[256];
+	int rc;
+
+	memset(ac, 0, sizeof(*ac));
+	ps = (struct parser_state){ path, err, sizeof(err) };
+	rc = read_config_file(path, &text, &len, err, sizeof(err));
+	if (rc)
+		return rc;
+	rc = cfg_defaults(agent_keys, ac);
+	if (!rc && memchr(text, '\0', len))
+		rc = -EINVAL;
+	if (!rc)
+		rc = parse_sections(&ps, text, &secs, &nsec);
+	for (size_t i = 0; !rc && i < nsec; i++) {
+		/* Bad values elsewhere do not matter here; a bad one in
+		 * [agent] leaves that key at its default. */
+		for (size_t j = 0; !strcmp(secs[i].kind, "agent") && j < secs[i].n; j++) {
+			const struct cfg_key *k = find_key(agent_keys, secs[i].e[j].key);
+
+			if (k && cfg_set(k, ac, secs[i].e[j].value, err, sizeof(err)) == -ENOMEM)
+				rc = -ENOMEM;
+		}
+	}
+	for (size_t i = 0; i < nsec; i++)
+		xfree(secs[i].e);
+	xfree(secs);
+	xfree(text);
+	if (rc)
+		cfg_release(agent_keys, ac);
+	return rc;
+}
+
+void config_agent_release(struct agent_conf *ac)
+{
+	cfg_release(agent_keys, ac);
 }
 
 void config_free(struct config *c)

@@ -110,6 +110,13 @@ int config_parse(const char *text, size_t len, const char *name,
 		 struct config **out, char *err, size_t errlen);
 void config_free(struct config *c);
 
+/* Read only the [agent] section of a file that may be invalid elsewhere,
+ * so agentctl finds the state of an agentd still running on an older,
+ * valid version of the file. Unset or bad keys keep their defaults.
+ * Returns 0 or -errno; release with config_agent_release(). */
+int config_peek_agent(const char *path, struct agent_conf *ac);
+void config_agent_release(struct agent_conf *ac);
+
 /* Fill a struct from a key table's defaults (used for sections and tests).
  * Returns 0 or -ENOMEM. */
 int cfg_defaults(const struct cfg_key *keys, void *base);

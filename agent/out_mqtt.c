@@ -900,13 +900,98 @@ static int64_t reject_timer_cb(struct loop_timer *t)
 
 /* ---- the type --------------------------------------------------------- */
 
+/* A libmosquitto client with its options, credentials and last will. It
+ * is made again when libmosquitto holds on to a packet size limit that the
+ * broker no longer announces (libmosquitto never clears it). */
+static int make_handle(struct out_mqtt *m)
+{
+	const struct mqtt_conf *c = m->conf;
+	const char *name = output_name(m->o);
+	struct buf b = BUF_INIT;
+	char *pw = NULL;
+	int rc;
+
+	m->mosq = mosquitto_new(m->client_id, false, m);
+	if (!m->mosq) {
+		rc = errno == EINVAL ? -EINVAL : -ENOMEM;
+		goto out_destroy;
+	}
+	mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION,
+			     m->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+	mosquitto_connect_v5_callback_set(m->mosq, on_connect);
+	mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
+	mosquitto_publish_v5_callback_set(m->mosq, on_publish);
+
+	if (c->username) {
+		if (c->password_file) {
+			rc = read_password(c->password_file, &pw);
+			if (rc) {
+				log_error("output %s: cannot read password_file %s: %s", name,
+					  c->password_file, rc == -EFBIG ? "longer than 65535 bytes"
+					  : strerror(-rc));
+				goto out_destroy;
+			}
+		}
+		rc = mosquitto_username_pw_set(m->mosq, c->username, pw);
+		if (pw) {
+			explicit_bzero(pw, strlen(pw));
+			xfree(pw);
+		}
+		if (rc != MOSQ_ERR_SUCCESS) {
+			log_error("output %s: username: %s", name, mosquitto_strerror(rc));
+			rc = rc == MOSQ_ERR_NOMEM ? -ENOMEM : -EINVAL;
+			goto out_destroy;
+		}
+	}
+	if (m->status_topic) {
+		buf_reset(&b);
+		if (status_json(m, &b, "offline", "connection lost", false)) {
+			rc = -ENOMEM;
+			goto out_destroy;
+		}
+		rc = mosquitto_will_set_v5(m->mosq, m->status_topic, (int)b.len, b.p, 1, true, NULL);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			log_error("output %s: last will: %s", name, mosquitto_strerror(rc));
+			rc = rc == MOSQ_ERR_NOMEM ? -ENOMEM : -EINVAL;
+			goto out_destroy;
+		}
+	}
+	buf_release(&b);
+	return 0;
+
+out_destroy:
+	buf_release(&b);
+	mosquitto_destroy(m->mosq);
+	m->mosq = NULL;
+	return rc;
+}
+
+static int rebuild_handle(struct out_mqtt *m)
+{
+	struct mosquitto *old = m->mosq;
+	int rc;
+
+	m->mosq = NULL;
+	rc = make_handle(m);
+	if (rc) {
+		m->mosq = old;
+		log_error("output %s: cannot make a new MQTT client: %s", output_name(m->o),
+			  strerror(-rc));
+		return rc;
+	}
+	loop_fd_del(m->loop, &m->sock_w);
+	mosquitto_disconnect(old);
+	mosquitto_destroy(old);
+	return 0;
+}
+
 static int mqtt_start(struct output *o, void **statep)
 {
 	const struct mqtt_conf *c = output_type_conf(o);
 	const char *name = output_name(o), *agent = output_agent_id(o);
 	struct out_mqtt *m;
 	struct buf b = BUF_INIT;
-	char err[256], *pw = NULL;
+	char err[256];
 	int rc;
 
 	*statep = NULL;
@@ -959,51 +1044,9 @@ static int mqtt_start(struct output *o, void **statep)
 		}
 		lib_ready = true;
 	}
-	m->mosq = mosquitto_new(m->client_id, false, m);
-	if (!m->mosq) {
-		rc = errno == EINVAL ? -EINVAL : -ENOMEM;
+	rc = make_handle(m);
+	if (rc)
 		goto out_free;
-	}
-	mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION,
-			     m->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
-	mosquitto_connect_v5_callback_set(m->mosq, on_connect);
-	mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
-	mosquitto_publish_v5_callback_set(m->mosq, on_publish);
-
-	if (c->username) {
-		if (c->password_file) {
-			rc = read_password(c->password_file, &pw);
-			if (rc) {
-				log_error("output %s: cannot read password_file %s: %s", name,
-					  c->password_file, rc == -EFBIG ? "longer than 65535 bytes"
-					  : strerror(-rc));
-				goto out_free;
-			}
-		}
-		rc = mosquitto_username_pw_set(m->mosq, c->username, pw);
-		if (pw) {
-			explicit_bzero(pw, strlen(pw));
-			xfree(pw);
-		}
-		if (rc != MOSQ_ERR_SUCCESS) {
-			log_error("output %s: username: %s", name, mosquitto_strerror(rc));
-			rc = rc == MOSQ_ERR_NOMEM ? -ENOMEM : -EINVAL;
-			goto out_free;
-		}
-	}
-	if (m->status_topic) {
-		buf_reset(&b);
-		if (status_json(m, &b, "offline", "connection lost", false)) {
-			rc = -ENOMEM;
-			goto out_free;
-		}
-		rc = mosquitto_will_set_v5(m->mosq, m->status_topic, (int)b.len, b.p, 1, true, NULL);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			log_error("output %s: last will: %s", name, mosquitto_strerror(rc));
-			rc = rc == MOSQ_ERR_NOMEM ? -ENOMEM : -EINVAL;
-			goto out_free;
-		}
-	}
 	buf_release(&b);
 
 	snprintf(err, sizeof(err), "connecting to %s", c->url);
@@ -1118,9 +1161,16 @@ static int mqtt_send(void *state, struct batch *b)
 		 * and goes out after the reconnect, so it is pending all the
 		 * same. */
 		break;
-	case MOSQ_ERR_OVERSIZE_PACKET:
 	case MOSQ_ERR_PAYLOAD_SIZE:
 		return -EMSGSIZE;
+	case MOSQ_ERR_OVERSIZE_PACKET:
+		/* The size checks above passed against what the broker
+		 * announces now, so libmosquitto still applies a limit from
+		 * an earlier connection: rebuild the client once nothing is
+		 * pending on it, and have the core try again meanwhile. */
+		if (!m->npend && rebuild_handle(m) == 0)
+			schedule_reconnect(m, "reconnecting: the broker's packet size limit changed");
+		return -EAGAIN;
 	case MOSQ_ERR_NOMEM:
 		return -ENOMEM;
 	default:

@@ -173,6 +173,7 @@ struct queue {
 	int last_rc;            /* last SQLite code seen by sql_fail() */
 	int last_clock;         /* clock state of the newest append */
 	int64_t pending;
+	int64_t pending_bytes;  /* record bytes appended since the last commit */
 	int64_t committed_seq;
 	int64_t last_seq;       /* highest seq handed out, committed or not */
 	int64_t txn_records;    /* row count change not yet folded into meta */
@@ -216,6 +217,7 @@ static void txn_forget(struct queue *q)
 {
 	q->in_txn = false;
 	q->pending = 0;
+	q->pending_bytes = 0;
 	q->last_seq = q->committed_seq;
 	q->txn_records = 0;
 	q->cursors_stale = true;
@@ -977,6 +979,7 @@ static int append_row(struct queue *q, int kind, const struct qrec_in *r,
 	q->last_seq++;
 	q->txn_records++;
 	q->pending++;
+	q->pending_bytes += (int64_t)(r->len + strlen(r->key));
 	if (seq_out)
 		*seq_out = q->last_seq;
 	return 0;
@@ -1097,6 +1100,7 @@ int queue_commit(struct queue *q)
 			goto out_rollback;
 		q->in_txn = false;
 		q->pending = 0;
+		q->pending_bytes = 0;
 		q->committed_seq = q->last_seq;
 		if (file_size(q->wal_path) > 2 * q->wal_limit)
 			wal_truncate(q);
@@ -1120,6 +1124,11 @@ out_rollback:
 int64_t queue_pending(const struct queue *q)
 {
 	return q->pending;
+}
+
+int64_t queue_pending_bytes(const struct queue *q)
+{
+	return q->pending_bytes;
 }
 
 int64_t queue_committed_seq(const struct queue *q)

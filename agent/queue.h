@@ -115,6 +115,8 @@ int queue_position_del(struct queue *q, const char *input, const char *source);
 int queue_commit(struct queue *q);
 /* Records/changes written since the last commit. */
 int64_t queue_pending(const struct queue *q);
+/* Bytes of record data and keys appended since the last commit. */
+int64_t queue_pending_bytes(const struct queue *q);
 /* Highest seq that is durable (committed). */
 int64_t queue_committed_seq(const struct queue *q);
 

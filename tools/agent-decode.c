@@ -25,6 +25,7 @@
 #include <zstd.h>
 
 struct sub {
+	const char *topic;
 	bool meta;
 	long count, want;
 	time_t last;
@@ -124,6 +125,24 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
 	}
 }
 
+/* Subscribe on every connect, so a reconnect without a kept session
+ * still receives. */
+static void on_connect(struct mosquitto *m, void *arg, int rc, int flags,
+		       const mosquitto_property *props)
+{
+	struct sub *s = arg;
+
+	if (rc) {
+		fprintf(stderr, "agent-decode: broker refused the connection: %s\n",
+			mosquitto_reason_string(rc));
+		return;
+	}
+	if (mosquitto_subscribe_v5(m, NULL, s->topic, 1, 0, NULL))
+		fprintf(stderr, "agent-decode: subscribe to %s failed\n", s->topic);
+	else
+		fprintf(stderr, "agent-decode: subscribed to %s\n", s->topic);
+}
+
 static int subscribe(const char *hostport, const char *topic, struct sub *s, const char *id,
 		     long idle)
 {
@@ -146,6 +165,7 @@ static int subscribe(const char *hostport, const char *topic, struct sub *s, con
 		return 1;
 	mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
 	mosquitto_message_v5_callback_set(m, on_message);
+	mosquitto_connect_v5_callback_set(m, on_connect);
 	if (id)
 		mosquitto_property_add_int32(&cprops, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 3600);
 	rc = mosquitto_connect_bind_v5(m, host, port, 30, NULL, cprops);
@@ -155,19 +175,15 @@ static int subscribe(const char *hostport, const char *topic, struct sub *s, con
 		mosquitto_destroy(m);
 		return 1;
 	}
-	rc = mosquitto_subscribe_v5(m, NULL, topic, 1, 0, NULL);
-	if (rc) {
-		fprintf(stderr, "agent-decode: subscribe failed: %s\n", mosquitto_strerror(rc));
-		mosquitto_destroy(m);
-		return 1;
-	}
-	fprintf(stderr, "agent-decode: subscribed to %s on %s\n", topic, hostport);
+	fprintf(stderr, "agent-decode: connected to %s\n", hostport);
 	s->last = time(NULL);
 	while (!(s->want && s->count >= s->want) && time(NULL) - s->last < idle) {
 		rc = mosquitto_loop(m, 100, 1);
-		if (rc && rc != MOSQ_ERR_NO_CONN) {
-			if (mosquitto_reconnect(m))
-				usleep(200000);
+		if (rc) {
+			/* Lost the broker: try again every 200 ms; the connect
+			 * callback subscribes again. */
+			usleep(200000);
+			mosquitto_reconnect(m);
 		}
 	}
 	mosquitto_disconnect(m);
@@ -206,6 +222,7 @@ int main(int argc, char **argv)
 			first_file = i;
 		}
 	}
+	s.topic = topic;
 	if (hostport)
 		return subscribe(hostport, topic, &s, id, idle);
 	if (!first_file)

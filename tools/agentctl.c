@@ -49,6 +49,7 @@ struct ctl {
 	const char *config_path;
 	bool config_given;
 	const char *socket_opt;
+	char peek_socket[108];  /* from the [agent] section of a broken file */
 	struct config *cfg;
 	char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char state_dir[256];
@@ -92,11 +93,25 @@ static void ctl_setup(struct ctl *x)
 	if (rc && (x->config_given || rc != -ENOENT))
 		fprintf(stderr, "agentctl: warning: %s\n", err[0] ? err :
 			strerror(-rc));
-	if (rc)
+	if (rc) {
+		struct agent_conf ac;
+
 		x->cfg = NULL;
+		/* agentd may still run on the last valid version of the
+		 * file: its [agent] section is enough to find it. */
+		if (rc != -ENOENT && config_peek_agent(x->config_path, &ac) == 0) {
+			snprintf(x->state_dir, sizeof(x->state_dir), "%s", ac.state_dir);
+			if (ac.control_socket)
+				snprintf(x->peek_socket, sizeof(x->peek_socket), "%s",
+					 ac.control_socket);
+			config_agent_release(&ac);
+			dir = x->state_dir;
+		}
+	}
 	if (x->cfg && x->cfg->agent.state_dir)
 		dir = x->cfg->agent.state_dir;
-	snprintf(x->state_dir, sizeof(x->state_dir), "%s", dir);
+	if (dir != x->state_dir)
+		snprintf(x->state_dir, sizeof(x->state_dir), "%s", dir);
 	snprintf(x->db_path, sizeof(x->db_path), "%s/queue.db", dir);
 	if (x->socket_opt)
 		snprintf(x->socket_path, sizeof(x->socket_path), "%s",
@@ -104,9 +119,13 @@ static void ctl_setup(struct ctl *x)
 	else if (x->cfg && x->cfg->agent.control_socket)
 		snprintf(x->socket_path, sizeof(x->socket_path), "%s",
 			 x->cfg->agent.control_socket);
+	else if (x->peek_socket[0])
+		snprintf(x->socket_path, sizeof(x->socket_path), "%s",
+			 x->peek_socket);
 	else
-		snprintf(x->socket_path, sizeof(x->socket_path), "%s/agentd.sock",
-			 dir);
+		/* A Unix socket path holds at most 107 bytes. */
+		snprintf(x->socket_path, sizeof(x->socket_path), "%.*s/agentd.sock",
+			 (int)(sizeof(x->socket_path) - sizeof("/agentd.sock")), dir);
 }
 
 /* Send one line and read the whole answer. Returns 0, or -errno of the
