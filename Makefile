@@ -55,6 +55,10 @@ $(O)/agentctl: $(O)/tools/agentctl.o $(O)/libagent.a
 $(O)/agent-decode: $(O)/tools/agent-decode.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+# The benchmark's load generator and reference measurements (make bench).
+$(O)/bench-load: $(O)/tools/bench-load.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 $(O)/tests/%: $(O)/tests/unit/%.o $(O)/libagent.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -69,8 +73,18 @@ $(O)/tests/fuzz-regression: $(O)/tests/fuzz/fuzz_parse.o $(O)/tests/fuzz/regress
 
 tests: $(TESTS) $(O)/tests/fuzz-regression
 
+# The suite runs twice: as built, then built again with AddressSanitizer
+# and UndefinedBehaviorSanitizer into $(O)-san (unless SANITIZE is set).
+SAN_O = $(patsubst %/,%,$(O))-san
+ifeq ($(SANITIZE),)
 test: all tests
 	@O=$(O) tests/run-tests
+	@echo "== the same suite under SANITIZE=address,undefined ($(SAN_O))"
+	@$(MAKE) --no-print-directory O=$(SAN_O) SANITIZE=address,undefined test
+else
+test: all tests
+	@O=$(O) tests/run-tests
+endif
 
 check: test
 
@@ -80,7 +94,7 @@ unit: all tests
 demo: all
 	@O=$(O) tools/demo
 
-bench: all
+bench: all $(O)/bench-load
 	@O=$(O) tools/bench
 
 docs: all
