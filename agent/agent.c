@@ -40,12 +40,42 @@ void agent_kick_outputs(struct agent *a)
 		output_kick(a->outputs[i]);
 }
 
-static void restart_inputs(struct agent *a)
+/* Runs from the loop, never inside a driver's call: first stop every
+ * input, a second later start them again from their durable positions. */
+static int64_t restart_cb(struct loop_timer *t)
 {
-	for (size_t i = 0; i < a->n_inputs; i++) {
-		input_stop(a->inputs[i]);
-		input_start(a->inputs[i]);
+	struct agent *a = container_of(t, struct agent, restart_timer);
+	bool stopped = false;
+
+	if (a->stopping)
+		return -1;
+	for (size_t i = 0; i < a->n_inputs; i++)
+		stopped |= input_running(a->inputs[i]);
+	if (stopped) {
+		for (size_t i = 0; i < a->n_inputs; i++)
+			input_stop(a->inputs[i]);
+		return 1000;
 	}
+	a->inputs_suspended = false;
+	for (size_t i = 0; i < a->n_inputs; i++)
+		input_start(a->inputs[i]);
+	return -1;
+}
+
+/* The transaction is gone: drivers must re-read from the positions that
+ * are durable, or their lines would be lost. Until they restart, records
+ * are refused, so nothing is appended behind the hole; a disk that stays
+ * full costs one attempt a second. */
+static void restart_inputs(struct agent *a, int err)
+{
+	char why[160];
+
+	snprintf(why, sizeof(why), "queue commit failed (%s): reading again from the last saved "
+		 "position in a second", strerror(-err));
+	a->inputs_suspended = true;
+	for (size_t i = 0; i < a->n_inputs; i++)
+		input_suspend(a->inputs[i], why);
+	loop_timer_set(a->loop, &a->restart_timer, 0);
 }
 
 static int agent_commit(struct agent *a)
@@ -53,15 +83,13 @@ static int agent_commit(struct agent *a)
 	int rc;
 
 	loop_timer_cancel(a->loop, &a->commit_timer);
-	if (!queue_pending(a->q))
-		return 0;
+	/* Even with nothing pending: a transaction SQLite rolled back by
+	 * itself (disk full, I/O error) is reported by this commit. */
 	rc = queue_commit(a->q);
 	if (rc) {
-		/* The transaction is gone: drivers must re-read from the
-		 * positions that are durable, or their lines would be lost. */
 		log_error("queue commit failed: %s; inputs restart from their saved positions",
 			  strerror(-rc));
-		restart_inputs(a);
+		restart_inputs(a, rc);
 		return rc;
 	}
 	rc = queue_enforce_budget(a->q);
@@ -87,7 +115,7 @@ void agent_wrote(struct agent *a)
 	/* A commit group is also bounded in bytes, so the budget is checked
 	 * (after each commit) before one group can overshoot it by much. */
 	if (queue_pending(a->q) >= a->cfg->queue.commit_records ||
-	    queue_pending_bytes(a->q) >= a->cfg->queue.max_bytes / 32)
+	    queue_pending_bytes(a->q) >= queue_budget(a->q) / 32)
 		agent_commit(a);
 	else if (!a->commit_timer.armed)
 		loop_timer_set(a->loop, &a->commit_timer, a->cfg->queue.commit_interval_ms);
@@ -128,6 +156,7 @@ static void stop_pipeline(struct agent *a)
 	a->outputs = NULL;
 	a->n_outputs = 0;
 	loop_timer_cancel(a->loop, &a->commit_timer);
+	loop_timer_cancel(a->loop, &a->restart_timer);
 	queue_close(a->q);
 	a->q = NULL;
 }
@@ -220,6 +249,7 @@ int agent_start(struct agent *a, struct config *c)
 	a->commit_timer.cb = commit_timer_cb;
 	a->tick_timer.cb = tick_cb;
 	a->reload_timer.cb = reload_cb;
+	a->restart_timer.cb = restart_cb;
 	a->clock_synced = clock_synced(a);
 	if (!a->clock_synced)
 		log_warn("wall clock is NOT synchronised: records are marked \"clock\":\"unsynced\"");

@@ -27,9 +27,11 @@ struct agent {
 	int64_t start_mono_ms;
 	bool stopping;
 	bool clock_synced;
+	bool inputs_suspended;  /* a commit failed: refuse records until restart */
 	struct loop_timer commit_timer;
 	struct loop_timer tick_timer;
 	struct loop_timer reload_timer;
+	struct loop_timer restart_timer; /* inputs again after a failed commit */
 };
 
 /* Start the pipeline on config c (owned by the agent from now on).

@@ -50,7 +50,8 @@ static const struct cfg_key agent_keys[] = {
 #define QK(f) offsetof(struct queue_conf, f)
 static const struct cfg_key queue_keys[] = {
 	{ "max_bytes", CFG_SIZE, "1GiB", QK(max_bytes),
-	  "Disk budget for the queue (database plus write-ahead log). When it is reached, on_full decides.",
+	  "Disk budget for the queue (database plus write-ahead log). When it is reached, on_full decides. "
+	  "If the filesystem has less room, the budget is what fits, keeping 2 MiB free.",
 	  NULL, 1 << 20, 0 },
 	{ "on_full", CFG_ENUM, "drop_oldest", QK(on_full),
 	  "What happens when the disk budget is reached: drop_oldest evicts the oldest records and ships a gap "

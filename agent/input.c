@@ -32,6 +32,7 @@ struct input {
 	int64_t last_error_wall_ms;
 	int64_t last_error_log_ms;
 	char state_text[128];
+	bool suspend_noted;
 };
 
 static int64_t boot_ms(void)
@@ -77,6 +78,18 @@ void input_stop(struct input *in)
 	in->state = NULL;
 	in->started = false;
 	snprintf(in->state_text, sizeof(in->state_text), "stopped");
+}
+
+void input_suspend(struct input *in, const char *why)
+{
+	in->suspend_noted = false;
+	input_error(in, "%s", why);
+	in->suspend_noted = true;
+}
+
+bool input_running(const struct input *in)
+{
+	return in->started;
 }
 
 void input_free(struct input *in)
@@ -171,6 +184,8 @@ static int dead_letter(struct input *in, const char *data, size_t len, const cha
 {
 	int rc;
 
+	if (in->a->inputs_suspended)
+		return -EAGAIN;
 	if (in->a->cfg->queue.on_full == ON_FULL_BLOCK && queue_full(in->a->q)) {
 		in->blocked = true;
 		return -EAGAIN;
@@ -195,6 +210,8 @@ int input_emit(struct input *in, const char *data, size_t len, const char *key)
 	char why[200];
 	int rc;
 
+	if (in->a->inputs_suspended)
+		return -EAGAIN;
 	in->last_read_wall_ms = loop_wall_ms();
 	buf_reset(&in->data);
 	rc = parse_record(in->conf->parser, data, len, in->have_header ? in->header.p : NULL,
@@ -231,8 +248,11 @@ int input_emit(struct input *in, const char *data, size_t len, const char *key)
 
 int input_save_position(struct input *in, const char *source, const void *state, size_t len)
 {
-	int rc = queue_position_set(in->a->q, in->conf->name, source, state, len);
+	int rc;
 
+	if (in->a->inputs_suspended)
+		return -EAGAIN;
+	rc = queue_position_set(in->a->q, in->conf->name, source, state, len);
 	if (!rc)
 		agent_wrote(in->a);
 	return rc;
@@ -257,6 +277,10 @@ void input_error(struct input *in, const char *fmt, ...)
 	int64_t now = loop_now_ms();
 	va_list ap;
 
+	/* While records are refused after a failed commit, the refusals the
+	 * driver reports are effects: keep the cause (input_suspend) shown. */
+	if (in->a->inputs_suspended && in->suspend_noted)
+		return;
 	va_start(ap, fmt);
 	vsnprintf(in->last_error, sizeof(in->last_error), fmt, ap);
 	va_end(ap);

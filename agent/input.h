@@ -13,6 +13,9 @@ int input_start(struct input *in);
 /* Stop the driver (its positions stay in the queue). */
 void input_stop(struct input *in);
 void input_free(struct input *in);
+bool input_running(const struct input *in);
+/* Records are refused for a while (a commit failed): say why in status. */
+void input_suspend(struct input *in, const char *why);
 /* The queue has room again: resume drivers that were refused. */
 void input_resume(struct input *in);
 /* Once a second: update the rate. */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -162,7 +163,10 @@ struct queue {
 	int synchronous;
 	int on_full;
 	int64_t max_bytes;
+	bool disk_limited;      /* free disk space, not max_bytes, is the budget */
 	int64_t wal_limit;      /* journal_size_limit: what the WAL settles at */
+	int64_t base_wal_limit; /* wal_limit when the disk has room */
+	int64_t budget;         /* the budget in force at the last check */
 	int64_t page_size;
 
 	bool in_txn;
@@ -416,6 +420,71 @@ static int64_t disk_bytes(const struct queue *q)
 	return file_size(q->path) + file_size(q->wal_path);
 }
 
+/* Room kept free on the filesystem for other programs on the box. */
+#define DISK_RESERVE (2 << 20)
+#define WAL_LIMIT_MIN (256 << 10)
+
+static void set_wal_limit(struct queue *q, int64_t lim)
+{
+	char sql[96];
+
+	if (lim == q->wal_limit)
+		return;
+	q->wal_limit = lim;
+	sqlite3_wal_autocheckpoint(q->db, (int)(lim / q->page_size));
+	snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %" PRId64, lim);
+	sqlite3_exec(q->db, sql, NULL, NULL, NULL);
+}
+
+/* The budget in force: max_bytes, or less when the filesystem cannot hold
+ * that much (a 1 GiB budget on a card with 200 MB free). Counting free
+ * space keeps the queue out of the disk-full path, where SQLite can only
+ * refuse writes (even the deletes that would free space), and lets
+ * on_full decide instead. On a small disk the WAL is kept small too, and
+ * room for it to reach twice its limit is left outside the budget. */
+static int64_t effective_budget(struct queue *q)
+{
+	char dir[PATH_MAX];
+	struct statfs vfs;
+	const char *slash = strrchr(q->path, '/');
+	int64_t room, wal, budget;
+
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - q->path ? slash - q->path : 1), q->path);
+	if (statfs(dir, &vfs) < 0)
+		return q->budget = q->max_bytes;
+	room = disk_bytes(q) + (int64_t)vfs.f_bavail * (int64_t)vfs.f_bsize - DISK_RESERVE;
+	if (q->max_bytes > 0 && q->max_bytes + q->base_wal_limit <= room) {
+		if (q->disk_limited)
+			log_info("queue %s: the filesystem has room again: the budget is max_bytes", q->path);
+		q->disk_limited = false;
+		set_wal_limit(q, q->base_wal_limit);
+		return q->budget = q->max_bytes;
+	}
+	wal = room / 8;
+	if (wal > q->base_wal_limit)
+		wal = q->base_wal_limit;
+	if (wal < WAL_LIMIT_MIN)
+		wal = WAL_LIMIT_MIN;
+	wal -= wal % q->page_size;
+	set_wal_limit(q, wal);
+	budget = room - 2 * wal;
+	if (budget < (512 << 10))
+		budget = 512 << 10;
+	if (!q->disk_limited)
+		log_warn("queue %s: the filesystem has room for %" PRId64 " bytes, less than "
+			 "max_bytes: the budget is now %" PRId64 " bytes", q->path, room, budget);
+	q->disk_limited = true;
+	return q->budget = budget;
+}
+
+int64_t queue_budget(const struct queue *q)
+{
+	return q->budget ? q->budget : q->max_bytes;
+}
+
 /* Copy the WAL into the file and cut it to zero. Automatic checkpoints
  * copy it but leave the file at its high-water mark, which a large
  * transaction (a long trim, a replay) can push far past wal_limit. A reader
@@ -551,6 +620,7 @@ static int db_configure(struct queue *q)
 		q->wal_limit = q->max_bytes / 4;
 	if (q->wal_limit < 16 * q->page_size)
 		q->wal_limit = 16 * q->page_size;
+	q->base_wal_limit = q->wal_limit;
 	snprintf(sql, sizeof(sql),
 		 "PRAGMA synchronous = %s; PRAGMA journal_size_limit = %" PRId64
 		 "; PRAGMA wal_autocheckpoint = %" PRId64 ";",
@@ -1603,18 +1673,19 @@ static int drop_oldest(struct queue *q, int64_t target)
  * flap between refused and accepted record by record. */
 int queue_enforce_budget(struct queue *q)
 {
-	int64_t live, used, low;
+	int64_t live, used, low, max;
 	int err;
 
 	if (q->readonly)
 		return -EROFS;
-	if (q->max_bytes <= 0) {
+	max = effective_budget(q);
+	if (max <= 0) {
 		q->full = false;
 		return trim(q);
 	}
 	/* A WAL above its settling size counts against the budget for no
 	 * data: cut it first, which alone may bring usage under. */
-	if (disk_bytes(q) > q->max_bytes - q->max_bytes / 10)
+	if (disk_bytes(q) > max - max / 10)
 		wal_truncate(q);
 	err = trim(q);
 	if (!err)
@@ -1622,12 +1693,12 @@ int queue_enforce_budget(struct queue *q)
 	if (err)
 		return err;
 	used = live + wal_share(q);
-	low = q->max_bytes - q->max_bytes / 10;
+	low = max - max / 10;
 	if (used <= low) {
 		q->full = false;
 		return 0;
 	}
-	if (used <= q->max_bytes) {
+	if (used <= max) {
 		/* Between low water and the budget: keep the flag as it is. */
 		return 0;
 	}
@@ -1635,7 +1706,7 @@ int queue_enforce_budget(struct queue *q)
 		if (!q->full)
 			log_warn("queue %s: over its disk budget of %" PRId64
 				 " bytes: refusing new records until outputs "
-				 "catch up", q->path, q->max_bytes);
+				 "catch up", q->path, max);
 		q->full = true;
 		return 0;
 	}
@@ -1645,7 +1716,7 @@ int queue_enforce_budget(struct queue *q)
 	err = live_bytes(q, &live);
 	if (err)
 		return err;
-	q->full = live + wal_share(q) > q->max_bytes;
+	q->full = live + wal_share(q) > max;
 	return 0;
 }
 
@@ -1674,7 +1745,8 @@ int queue_stats(struct queue *q, struct queue_stats *st)
 	st->records += q->txn_records;
 	st->last_seq = last;
 	st->disk_bytes = disk_bytes(q);
-	st->max_bytes = q->max_bytes;
+	st->max_bytes = q->readonly ? q->max_bytes : effective_budget(q);
+	st->disk_limited = q->disk_limited;
 	/* A read-only opener cannot see the daemon's flag; judge by size. */
 	st->full = q->readonly ? q->max_bytes > 0 &&
 					 st->disk_bytes > q->max_bytes :

@@ -79,7 +79,8 @@ struct queue_stats {
 	int64_t first_seq, last_seq; /* 0 when empty */
 	int64_t oldest_wall_ms; /* ts of the oldest row, 0 when empty */
 	int64_t disk_bytes;     /* database + WAL file sizes */
-	int64_t max_bytes;
+	int64_t max_bytes;      /* the budget in force */
+	bool disk_limited;      /* free disk space is below max_bytes: it is the budget */
 	int64_t dlq_records;
 	int64_t evicted_records; /* total ever dropped by drop_oldest */
 	bool full;              /* over budget now */
@@ -166,6 +167,9 @@ int queue_dlq_purge(struct queue *q, int64_t id, int64_t *count);
  * Under block it only updates the full flag. Call after commits. */
 int queue_enforce_budget(struct queue *q);
 bool queue_full(const struct queue *q);
+/* The disk budget in force: max_bytes, or less when the filesystem has
+ * less room (see queue_stats.disk_limited). */
+int64_t queue_budget(const struct queue *q);
 
 int queue_stats(struct queue *q, struct queue_stats *st);
 

@@ -436,9 +436,10 @@ int status_render_text(const struct status *s, struct buf *out)
 	human_size(c, sizeof(c), q->disk_bytes);
 	if (q->max_bytes > 0) {
 		human_size(d, sizeof(d), q->max_bytes);
-		rc |= buf_printf(out, "queue      %s of %s (%.1f%%)%s, on full: %s\n",
+		rc |= buf_printf(out, "queue      %s of %s (%.1f%%)%s%s, on full: %s\n",
 				 c, d, 100.0 * (double)q->disk_bytes /
 				 (double)q->max_bytes, q->full ? " FULL" : "",
+				 q->disk_limited ? " (budget cut to the free disk space)" : "",
 				 on_full_name(s->on_full));
 	} else {
 		rc |= buf_printf(out, "queue      %s (no disk budget)\n", c);
@@ -489,6 +490,7 @@ static void json_queue(struct status_buf *w, const struct status *s)
 	jw_int(w, "oldest_wall_ms", q->oldest_wall_ms);
 	jw_int(w, "disk_bytes", q->disk_bytes);
 	jw_int(w, "max_bytes", q->max_bytes);
+	jw_bool(w, "disk_limited", q->disk_limited);
 	jw_int(w, "dlq_records", q->dlq_records);
 	jw_int(w, "evicted_records", q->evicted_records);
 	jw_bool(w, "full", q->full);
