@@ -4,11 +4,13 @@
  *
  *   bench-load gen FILE N
  *       Write N sensor-like JSON lines (about 125 bytes each) to FILE.
- *   bench-load sqlite DB FILE ROWS_PER_TXN schema|minimal
+ *   bench-load sqlite DB FILE ROWS_PER_TXN schema|noindex|minimal|zblock
  *       Insert every line of FILE into a fresh SQLite database DB (WAL,
  *       synchronous = FULL, the queue's cache and checkpoint settings) in
  *       transactions of ROWS_PER_TXN rows: "schema" uses the queue's records
- *       table and dedupe-key index, "minimal" a table of (seq, data) only.
+ *       table and dedupe-key index, "noindex" the same table without the
+ *       index, "minimal" a table of (seq, data) only, "zblock" one row per
+ *       64 KiB of lines compressed with zstd -3 (records stored in blocks).
  *       Prints one JSON object: rows, seconds, rows_per_s, write_bytes.
  *   bench-load sink SAMPLE MAX_BYTES
  *       Read `agent-decode --sub --meta` output on standard input; copy the
@@ -25,8 +27,10 @@
 #include <time.h>
 
 #include <sqlite3.h>
+#include <zstd.h>
 
 #define IO_CHUNK (1 << 20)
+#define ZBLOCK (64 << 10)
 
 static double now_s(void)
 {
@@ -146,10 +150,16 @@ static const char schema_sql[] =
 	" stream TEXT NOT NULL, key TEXT NOT NULL, ts_wall INTEGER NOT NULL,"
 	" ts_mono INTEGER NOT NULL, clock INTEGER NOT NULL, data BLOB NOT NULL);"
 	"CREATE UNIQUE INDEX records_key ON records(key);";
+static const char noindex_sql[] =
+	"CREATE TABLE records(seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL,"
+	" stream TEXT NOT NULL, key TEXT NOT NULL, ts_wall INTEGER NOT NULL,"
+	" ts_mono INTEGER NOT NULL, clock INTEGER NOT NULL, data BLOB NOT NULL);";
 static const char minimal_sql[] = "CREATE TABLE records(seq INTEGER PRIMARY KEY, data BLOB NOT NULL);";
 
-static int cmd_sqlite(const char *dbpath, const char *path, long per_txn, bool full)
+static int cmd_sqlite(const char *dbpath, const char *path, long per_txn, const char *kind)
 {
+	bool full = strcmp(kind, "minimal") != 0;
+	const char *create = !full ? minimal_sql : !strcmp(kind, "noindex") ? noindex_sql : schema_sql;
 	const char *ins = full ? "INSERT INTO records(seq, kind, stream, key, ts_wall, ts_mono,"
 				 " clock, data) VALUES(?1, 0, 'sensors', ?2, ?3, ?4, 1, ?5)"
 			       : "INSERT INTO records(seq, data) VALUES(?1, ?5)";
@@ -175,7 +185,7 @@ static int cmd_sqlite(const char *dbpath, const char *path, long per_txn, bool f
 		fprintf(stderr, "bench-load: %s: %s\n", dbpath, sqlite3_errmsg(db));
 		goto out_close;
 	}
-	if (exec(db, setup_sql) || exec(db, full ? schema_sql : minimal_sql))
+	if (exec(db, setup_sql) || exec(db, create))
 		goto out_close;
 	if (sqlite3_prepare_v2(db, ins, -1, &st, NULL) != SQLITE_OK) {
 		fprintf(stderr, "bench-load: prepare: %s\n", sqlite3_errmsg(db));
@@ -221,6 +231,96 @@ out_close:
 	sqlite3_close(db);
 	free(line);
 	fclose(f);
+	return rc;
+}
+
+static const char zblock_sql[] =
+	"CREATE TABLE blocks(first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL,"
+	" data BLOB NOT NULL);";
+
+/* Store one compressed block of lines; *first is the seq of its first. */
+static int put_block(sqlite3 *db, sqlite3_stmt *st, ZSTD_CCtx *cc, void *z, size_t zcap,
+		     const char *raw, size_t len, long first, long last)
+{
+	size_t n = ZSTD_compressCCtx(cc, z, zcap, raw, len, 3);
+
+	if (ZSTD_isError(n)) {
+		fprintf(stderr, "bench-load: zstd: %s\n", ZSTD_getErrorName(n));
+		return 1;
+	}
+	sqlite3_bind_int64(st, 1, first);
+	sqlite3_bind_int64(st, 2, last);
+	sqlite3_bind_blob(st, 3, z, (int)n, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		fprintf(stderr, "bench-load: insert: %s\n", sqlite3_errmsg(db));
+		return 1;
+	}
+	sqlite3_reset(st);
+	return 0;
+}
+
+static int cmd_zblock(const char *dbpath, const char *path, long per_txn)
+{
+	size_t zcap = ZSTD_compressBound(ZBLOCK), cap = 0, len = 0;
+	char *raw = malloc(ZBLOCK), *z = malloc(zcap), *line = NULL;
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	long rows = 0, first = 1, since_commit = 0;
+	int64_t off = 0, wb0 = write_bytes();
+	double t0 = now_s(), t;
+	ssize_t n;
+	FILE *f = fopen(path, "r");
+	int rc = 1;
+
+	if (!f || !raw || !z || !cc) {
+		fprintf(stderr, "bench-load: %s: %s\n", path, strerror(errno));
+		goto out_free;
+	}
+	if (sqlite3_open(dbpath, &db) != SQLITE_OK || exec(db, setup_sql) || exec(db, zblock_sql) ||
+	    sqlite3_prepare_v2(db, "INSERT INTO blocks VALUES(?1, ?2, ?3)", -1, &st, NULL) != SQLITE_OK ||
+	    exec(db, "BEGIN IMMEDIATE"))
+		goto out_free;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		if (len + (size_t)n > ZBLOCK) {
+			if (put_block(db, st, cc, z, zcap, raw, len, first, rows))
+				goto out_free;
+			first = rows + 1;
+			len = 0;
+			if (since_commit >= per_txn) {
+				if (exec(db, "COMMIT") || exec(db, "BEGIN IMMEDIATE"))
+					goto out_free;
+				since_commit = 0;
+			}
+		}
+		memcpy(raw + len, line, (size_t)n);
+		len += (size_t)n;
+		off += n;
+		rows++;
+		since_commit++;
+	}
+	if (len && put_block(db, st, cc, z, zcap, raw, len, first, rows))
+		goto out_free;
+	if (exec(db, "COMMIT"))
+		goto out_free;
+	sqlite3_finalize(st);
+	st = NULL;
+	sqlite3_close(db);
+	db = NULL;
+	t = now_s() - t0;
+	printf("{\"rows\":%ld,\"seconds\":%.3f,\"rows_per_s\":%.0f,\"input_bytes\":%" PRId64
+	       ",\"write_bytes\":%" PRId64 "}\n",
+	       rows, t, (double)rows / t, off, write_bytes() - wb0);
+	rc = 0;
+out_free:
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	ZSTD_freeCCtx(cc);
+	if (f)
+		fclose(f);
+	free(line);
+	free(z);
+	free(raw);
 	return rc;
 }
 
@@ -276,7 +376,7 @@ static int cmd_sink(const char *sample_path, int64_t max_sample)
 static int usage(void)
 {
 	fprintf(stderr, "usage: bench-load gen FILE N\n"
-			"       bench-load sqlite DB FILE ROWS_PER_TXN schema|minimal\n"
+			"       bench-load sqlite DB FILE ROWS_PER_TXN schema|noindex|minimal|zblock\n"
 			"       bench-load sink SAMPLE MAX_BYTES\n");
 	return 2;
 }
@@ -285,8 +385,11 @@ int main(int argc, char **argv)
 {
 	if (argc == 4 && !strcmp(argv[1], "gen"))
 		return cmd_gen(argv[2], atol(argv[3]));
-	if (argc == 6 && !strcmp(argv[1], "sqlite") && atol(argv[4]) > 0)
-		return cmd_sqlite(argv[2], argv[3], atol(argv[4]), strcmp(argv[5], "minimal") != 0);
+	if (argc == 6 && !strcmp(argv[1], "sqlite") && atol(argv[4]) > 0 &&
+	    (!strcmp(argv[5], "schema") || !strcmp(argv[5], "noindex") || !strcmp(argv[5], "minimal")))
+		return cmd_sqlite(argv[2], argv[3], atol(argv[4]), argv[5]);
+	if (argc == 6 && !strcmp(argv[1], "sqlite") && atol(argv[4]) > 0 && !strcmp(argv[5], "zblock"))
+		return cmd_zblock(argv[2], argv[3], atol(argv[4]));
 	if (argc == 4 && !strcmp(argv[1], "sink"))
 		return cmd_sink(argv[2], atoll(argv[3]));
 	return usage();
