@@ -28,6 +28,15 @@ struct obatch {
 	struct obatch *next;
 };
 
+struct build {
+	struct output *o;
+	int64_t max_records, max_bytes, limit_seq;
+	int64_t count, first, last;
+	char stream[64];
+	bool full;
+	int err;
+};
+
 struct output {
 	struct agent *a;
 	struct output_conf *conf;
@@ -41,6 +50,11 @@ struct output {
 	int64_t read_seq;        /* last seq put into a batch */
 	int64_t cursor;          /* last seq durably finished */
 	int64_t linger_since;    /* monotonic ms a partial batch started waiting, 0 none */
+	/* A batch that is not full yet, already encoded in raw: later wake-ups
+	 * only add the records committed since, instead of reading and
+	 * encoding the same ones again. */
+	struct build part;
+	bool part_active;
 	unsigned attempt;        /* consecutive transient failures */
 	int64_t retry_at;        /* monotonic ms of the next retry, 0 none */
 	bool connected;
@@ -127,9 +141,15 @@ int output_create(struct agent *a, struct output_conf *conf, struct output **out
 	o->timer.cb = pump_timer_cb;
 	snprintf(o->why, sizeof(o->why), "not started");
 	o->cctx = ZSTD_createCCtx();
+	/* A 128 KiB window and tables to match: NDJSON repeats itself
+	 * within a few lines, and the context stays a few hundred KiB
+	 * instead of megabytes. */
 	if (!o->cctx ||
 	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_compressionLevel,
-						(int)conf->compression_level))) {
+						(int)conf->compression_level)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_windowLog, 17)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_hashLog, 16)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_chainLog, 16))) {
 		ZSTD_freeCCtx(o->cctx);
 		xfree(o);
 		return -ENOMEM;
@@ -182,15 +202,6 @@ void output_free(struct output *o)
 	xfree(o);
 }
 
-struct build {
-	struct output *o;
-	int64_t max_records, max_bytes, limit_seq;
-	int64_t count, first, last;
-	char stream[64];
-	bool full;
-	int err;
-};
-
 static int build_cb(const struct qrec *r, void *arg)
 {
 	struct build *bd = arg;
@@ -224,16 +235,24 @@ static int build_cb(const struct qrec *r, void *arg)
 	return 0;
 }
 
-/* Read records after `after` into o->raw. Returns 0 or -errno. */
-static int read_records(struct output *o, struct build *bd, int64_t after)
+/* Add records after `after` to the batch being built in o->raw.
+ * Returns 0 or -errno. */
+static int read_more(struct output *o, struct build *bd, int64_t after)
 {
-	int rc;
+	int rc = queue_read(o->a->q, after, (size_t)(bd->max_records - bd->count), build_cb, bd);
 
-	buf_reset(&o->raw);
-	rc = queue_read(o->a->q, after, (size_t)bd->max_records + 1, build_cb, bd);
 	if (rc < 0)
 		return bd->err ? bd->err : rc;
 	return 0;
+}
+
+/* Read records after `after` into an empty o->raw. */
+static int read_records(struct output *o, struct build *bd, int64_t after)
+{
+	/* Whatever partial batch raw held is gone: it is read again later. */
+	o->part_active = false;
+	buf_reset(&o->raw);
+	return read_more(o, bd, after);
 }
 
 static struct obatch *make_batch(struct output *o, const struct build *bd)
@@ -461,19 +480,33 @@ static int64_t pump(struct output *o)
 	}
 	while (!o->draining && o->n_batches < o->conf->max_inflight && o->t->ready(o->state) &&
 	       !o->a->stopping) {
-		struct build bd = { .o = o, .max_records = o->conf->batch_max_records,
-				    .max_bytes = o->conf->batch_max_bytes, .limit_seq = INT64_MAX };
+		struct build *bd = &o->part;
 		struct obatch **tail;
+		int64_t after;
 
-		if (read_records(o, &bd, o->read_seq)) {
+		if (!o->part_active) {
+			memset(bd, 0, sizeof(*bd));
+			bd->o = o;
+			bd->max_records = o->conf->batch_max_records;
+			bd->max_bytes = o->conf->batch_max_bytes;
+			bd->limit_seq = INT64_MAX;
+			buf_reset(&o->raw);
+			o->part_active = true;
+			after = o->read_seq;
+		} else {
+			after = bd->last;
+		}
+		if (read_more(o, bd, after)) {
+			o->part_active = false;
 			wait = 1000;
 			break;
 		}
-		if (!bd.count) {
+		if (!bd->count) {
+			o->part_active = false;
 			o->linger_since = 0;
 			break;
 		}
-		if (!bd.full) {
+		if (!bd->full) {
 			if (!o->linger_since)
 				o->linger_since = now;
 			if (now - o->linger_since < o->conf->linger_ms) {
@@ -482,7 +515,8 @@ static int64_t pump(struct output *o)
 			}
 		}
 		o->linger_since = 0;
-		ob = make_batch(o, &bd);
+		o->part_active = false;
+		ob = make_batch(o, bd);
 		if (!ob) {
 			wait = 1000;
 			break;
@@ -491,7 +525,7 @@ static int64_t pump(struct output *o)
 			;
 		*tail = ob;
 		o->n_batches++;
-		o->read_seq = bd.last;
+		o->read_seq = bd->last;
 		send_batch(o, ob);
 	}
 	for (ob = o->head; ob; ob = ob->next) {
