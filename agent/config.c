@@ -402,12 +402,65 @@ static bool valid_name(const char *s)
 	return true;
 }
 
+/* What the common loader needs to know of the driver or output type a
+ * section names. */
+struct type_info {
+	const char *key;        /* "driver" or "type" */
+	const char *what;       /* "driver" or "output type" */
+	char known[160];        /* the registry's names, for the message */
+	bool found;
+	const struct cfg_key *keys;
+	size_t size;
+	int (*validate)(const void *conf, char *err, size_t errlen);
+};
+
+static void add_known(struct type_info *ti, const char *name)
+{
+	size_t n = strlen(ti->known);
+
+	snprintf(ti->known + n, sizeof(ti->known) - n, "%s%s", n ? ", " : "", name);
+}
+
+/* The common part of [input NAME] and [output NAME]: the generic keys into
+ * base, then the keys of the driver or type into a new *conf, then nothing
+ * unknown may remain and the driver or type checks the whole. */
+static int load_typed(struct parser_state *ps, struct section *s, const struct cfg_key *generic,
+		      void *base, const struct type_info *ti, void **conf)
+{
+	const char *tname = entry_value(s, ti->key);
+	char msg[256];
+	int rc;
+
+	if (tname && !ti->found) {
+		for (size_t i = 0; i < s->n; i++)
+			if (!strcmp(s->e[i].key, ti->key))
+				return fail(ps, s->e[i].line, "key '%s': unknown %s '%s' (known: %s)",
+					    ti->key, ti->what, tname, ti->known);
+	}
+	rc = apply(ps, s, generic, base);
+	if (rc)
+		return rc;
+	*conf = xcalloc(1, ti->size ? ti->size : 1);
+	if (!*conf || cfg_defaults(ti->keys, *conf))
+		return -ENOMEM;
+	rc = apply(ps, s, ti->keys, *conf);
+	if (rc)
+		return rc;
+	snprintf(msg, sizeof(msg), " (not a key of this %s)", ti->what);
+	rc = check_unused(ps, s, msg);
+	if (rc)
+		return rc;
+	if (ti->validate && ti->validate(*conf, msg, sizeof(msg)))
+		return fail(ps, s->line, "[%s %s]: %s", s->kind, s->name, msg);
+	return 0;
+}
+
 static int load_input(struct parser_state *ps, struct config *c, struct section *s)
 {
 	struct input_conf *in = xcalloc(1, sizeof(*in)), **tail;
-	const struct driver *d;
-	const char *dname;
-	char msg[256];
+	struct type_info ti = { .key = "driver", .what = "driver" };
+	const char *dname = entry_value(s, "driver");
+	const struct driver *d = dname ? driver_find(dname) : NULL;
 	int rc;
 
 	if (!in)
@@ -419,30 +472,16 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 	in->name = xstrdup(s->name);
 	if (!in->name || cfg_defaults(input_keys, in))
 		return -ENOMEM;
-	dname = entry_value(s, "driver");
-	d = dname ? driver_find(dname) : NULL;
-	if (dname && !d) {
-		size_t n = 0;
-
-		for (int i = 0; driver_registry[i] && n < sizeof(msg); i++)
-			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s%s", i ? ", " : "",
-					      driver_registry[i]->name);
-		for (size_t i = 0; i < s->n; i++)
-			if (!strcmp(s->e[i].key, "driver"))
-				return fail(ps, s->e[i].line, "key 'driver': unknown driver '%s' (known: %s)",
-					    dname, msg);
+	for (int i = 0; driver_registry[i]; i++)
+		add_known(&ti, driver_registry[i]->name);
+	if (d) {
+		ti.found = true;
+		ti.keys = d->conf_keys;
+		ti.size = d->conf_size;
+		ti.validate = d->validate;
 	}
-	rc = apply(ps, s, input_keys, in);
-	if (rc)
-		return rc;
 	in->drv_type = d;
-	in->drv = xcalloc(1, d->conf_size ? d->conf_size : 1);
-	if (!in->drv || cfg_defaults(d->conf_keys, in->drv))
-		return -ENOMEM;
-	rc = apply(ps, s, d->conf_keys, in->drv);
-	if (rc)
-		return rc;
-	rc = check_unused(ps, s, " (not a key of this driver)");
+	rc = load_typed(ps, s, input_keys, in, &ti, &in->drv);
 	if (rc)
 		return rc;
 	if (!in->stream && !(in->stream = xstrdup(in->name)))
@@ -450,18 +489,15 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 	if (!valid_name(in->stream))
 		return fail(ps, s->line, "[input %s]: key 'stream': '%s' may only hold letters, digits, '-', '_' and '.'",
 			    s->name, in->stream);
-	if (d->validate && d->validate(in->drv, msg, sizeof(msg)))
-		return fail(ps, s->line, "[input %s]: %s", s->name, msg);
 	return 0;
 }
 
 static int load_output(struct parser_state *ps, struct config *c, struct section *s)
 {
 	struct output_conf *o = xcalloc(1, sizeof(*o)), **tail;
-	const struct output_type *t;
-	const char *tname;
-	char msg[256];
-	int rc;
+	struct type_info ti = { .key = "type", .what = "output type" };
+	const char *tname = entry_value(s, "type");
+	const struct output_type *t = tname ? output_type_find(tname) : NULL;
 
 	if (!o)
 		return -ENOMEM;
@@ -472,35 +508,16 @@ static int load_output(struct parser_state *ps, struct config *c, struct section
 	o->name = xstrdup(s->name);
 	if (!o->name || cfg_defaults(output_keys, o))
 		return -ENOMEM;
-	tname = entry_value(s, "type");
-	t = tname ? output_type_find(tname) : NULL;
-	if (tname && !t) {
-		size_t n = 0;
-
-		for (int i = 0; output_types[i] && n < sizeof(msg); i++)
-			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s%s", i ? ", " : "",
-					      output_types[i]->name);
-		for (size_t i = 0; i < s->n; i++)
-			if (!strcmp(s->e[i].key, "type"))
-				return fail(ps, s->e[i].line, "key 'type': unknown output type '%s' (known: %s)",
-					    tname, msg);
+	for (int i = 0; output_types[i]; i++)
+		add_known(&ti, output_types[i]->name);
+	if (t) {
+		ti.found = true;
+		ti.keys = t->conf_keys;
+		ti.size = t->conf_size;
+		ti.validate = t->validate;
 	}
-	rc = apply(ps, s, output_keys, o);
-	if (rc)
-		return rc;
 	o->out_type = t;
-	o->typ = xcalloc(1, t->conf_size ? t->conf_size : 1);
-	if (!o->typ || cfg_defaults(t->conf_keys, o->typ))
-		return -ENOMEM;
-	rc = apply(ps, s, t->conf_keys, o->typ);
-	if (rc)
-		return rc;
-	rc = check_unused(ps, s, " (not a key of this output type)");
-	if (rc)
-		return rc;
-	if (t->validate && t->validate(o->typ, msg, sizeof(msg)))
-		return fail(ps, s->line, "[output %s]: %s", s->name, msg);
-	return 0;
+	return load_typed(ps, s, output_keys, o, &ti, &o->typ);
 }
 
 /* Trim blanks in place; strip a trailing comment (# after a blank) unless
