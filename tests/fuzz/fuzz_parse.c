@@ -16,6 +16,7 @@
 #include "config.h"
 #include "mem.h"
 #include "parse.h"
+#include "utf8_ref.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -32,49 +33,6 @@ static void fail(const char *what, const char *why)
 static bool is_blank(char c)
 {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/* A plain decoder to hold utf8_valid to: decode each sequence by its lead
- * byte, then refuse overlongs, surrogates and code points above U+10FFFF.
- * Returns the offset of the first bad sequence, or len. */
-static size_t ref_utf8(const unsigned char *s, size_t len)
-{
-	size_t i = 0, need;
-	uint32_t cp;
-
-	while (i < len) {
-		unsigned char c = s[i];
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if ((c & 0xE0) == 0xC0) {
-			need = 2;
-			cp = c & 0x1F;
-		} else if ((c & 0xF0) == 0xE0) {
-			need = 3;
-			cp = c & 0x0F;
-		} else if ((c & 0xF8) == 0xF0) {
-			need = 4;
-			cp = c & 0x07;
-		} else {
-			return i;
-		}
-		if (len - i < need)
-			return i;
-		for (size_t k = 1; k < need; k++) {
-			if ((s[i + k] & 0xC0) != 0x80)
-				return i;
-			cp = cp << 6 | (s[i + k] & 0x3F);
-		}
-		if ((need == 2 && cp < 0x80) || (need == 3 && cp < 0x800) ||
-		    (need == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-		    (cp >= 0xD800 && cp <= 0xDFFF))
-			return i;
-		i += need;
-	}
-	return len;
 }
 
 /* Runs one parser into a buffer that already holds PREFIX and checks what
@@ -143,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t a, b;
 
 	utf8 = utf8_valid(s, size, &bad);
-	if ((utf8 ? size : bad) != ref_utf8(data, size))
+	if ((utf8 ? size : bad) != ref_utf8_bad(data, size))
 		fail("utf8_valid disagrees with the reference decoder", NULL);
 
 	/* A reason buffer too small for the text must be cut, not overrun. */

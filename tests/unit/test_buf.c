@@ -9,6 +9,7 @@
 #include "buf.h"
 #include "mem.h"
 #include "test.h"
+#include "utf8_ref.h"
 
 TEST(buf_grows_and_stays_terminated)
 {
@@ -468,47 +469,9 @@ TEST(jw_oom_is_sticky)
 	buf_release(&ref.b);
 }
 
-/* A plain decoder to check utf8_valid against: decode the sequence by its
- * lead byte, then refuse overlongs, surrogates and code points too big. */
 static bool ref_utf8(const unsigned char *s, size_t n)
 {
-	size_t i = 0;
-
-	while (i < n) {
-		unsigned char c = s[i];
-		size_t need;
-		uint32_t cp;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if ((c & 0xE0) == 0xC0) {
-			need = 2;
-			cp = c & 0x1F;
-		} else if ((c & 0xF0) == 0xE0) {
-			need = 3;
-			cp = c & 0x0F;
-		} else if ((c & 0xF8) == 0xF0) {
-			need = 4;
-			cp = c & 0x07;
-		} else {
-			return false;
-		}
-		if (n - i < need)
-			return false;
-		for (size_t k = 1; k < need; k++) {
-			if ((s[i + k] & 0xC0) != 0x80)
-				return false;
-			cp = cp << 6 | (s[i + k] & 0x3F);
-		}
-		if ((need == 2 && cp < 0x80) || (need == 3 && cp < 0x800) ||
-		    (need == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-		    (cp >= 0xD800 && cp <= 0xDFFF))
-			return false;
-		i += need;
-	}
-	return true;
+	return ref_utf8_bad(s, n) == n;
 }
 
 TEST(utf8_edge_cases)
