@@ -1197,6 +1197,16 @@ static void mqtt_describe(void *state, char *out, size_t len)
 	buf_release(&t);
 }
 
+static int64_t mqtt_next_attempt(void *state)
+{
+	struct out_mqtt *m = state;
+	int64_t now = loop_now_ms();
+
+	if (m->state != CS_WAIT || !m->conn_timer.armed)
+		return -1;
+	return m->conn_timer.due > now ? m->conn_timer.due - now : 0;
+}
+
 /* After this, batches still unacknowledged get no outcome: their records are
  * still queued and are sent again after the next start. */
 static void finish_drain(struct out_mqtt *m)
@@ -1276,6 +1286,7 @@ const struct output_type out_mqtt = {
 	.ready = mqtt_ready,
 	.send = mqtt_send,
 	.describe = mqtt_describe,
+	.next_attempt_ms = mqtt_next_attempt,
 	.drain = mqtt_drain,
 	.stop = mqtt_stop,
 };

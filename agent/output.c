@@ -600,5 +600,7 @@ void output_fill_status(struct output *o, struct status_output *st)
 	st->dlq_records = o->dlq_records;
 	st->retries = o->retries;
 	st->next_retry_in_ms = o->retry_at ? (o->retry_at > now ? o->retry_at - now : 0) : -1;
+	if (st->next_retry_in_ms < 0 && !o->connected && o->state && o->t->next_attempt_ms)
+		st->next_retry_in_ms = o->t->next_attempt_ms(o->state);
 	st->rate = o->rate;
 }

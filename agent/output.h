@@ -47,6 +47,9 @@ struct output_type {
 	/* One line for status: endpoint and protocol details, e.g.
 	 * "mqtt://127.0.0.1:1883 v5 topic agents/gw-01/{stream}". */
 	void (*describe)(void *state, char *buf, size_t len);
+	/* Optional: milliseconds until the next connection attempt while
+	 * disconnected, or -1 (shown in status as the next retry). */
+	int64_t (*next_attempt_ms)(void *state);
 	/* Shut down: give in-flight batches up to deadline_ms (monotonic) to
 	 * finish, then disconnect. Returns true when fully stopped. */
 	bool (*drain)(void *state, int64_t deadline_ms);

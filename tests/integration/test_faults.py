@@ -82,6 +82,8 @@ def broker_outage_loses_nothing():
     st = agent.status()
     o = st["outputs"][0]
     assert o["connected"] is False and "refused" in o["why"], o
+    # The next reconnect attempt is shown (reconnect_max is 1 s here).
+    assert 0 <= o["next_retry_in_ms"] <= 1000, o
     assert st["health"]["ok"] is False, st["health"]
     assert any(l.startswith("PROBLEM: output lake not connected") for l in st["health"]["lines"]), \
         st["health"]
