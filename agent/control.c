@@ -171,8 +171,20 @@ static int cmd_status(struct ctl_req *r, int argc, char **argv)
 	return rc;
 }
 
+/* The file is checked here, so the caller hears at once when it is
+ * refused; the reload itself runs from the loop. */
 static int cmd_reload(struct ctl_req *r, int argc, char **argv)
 {
+	struct config *nc = NULL;
+	char err[512];
+	int rc;
+
+	rc = config_load(r->a->cfg->path, &nc, err, sizeof(err));
+	if (rc) {
+		log_error("reload refused, keeping the running configuration: %s", err);
+		return fail(r, rc, "reload refused, the running configuration stays: %s", err);
+	}
+	config_free(nc);
 	agent_request_reload(r->a);
 	return buf_adds(r->body, "reload requested\n");
 }

@@ -234,11 +234,12 @@ def sighup_applies_a_changed_config_and_refuses_a_broken_one():
         for r in b["records"]:
             topics[r["data"]["id"]] = b["meta"]["topic"]
     assert {topics[i] for i in w.ids[first_after:]} == {"plant2/sig-gw/sensors"}
-    # agentctl reload (asynchronous, like SIGHUP) shows the problem too, and
-    # the refusal is logged again.
+    # agentctl reload checks the file first: it fails (exit 1) naming file,
+    # line and key, and the refusal is logged again.
     n = agent.log_text().count("%s:%d:" % (agent.conf, line))
     rc, out, err = agent.ctl("reload")
-    assert "%s:%d:" % (agent.conf, line) in out + err, (rc, out, err)
+    assert rc == 1, (rc, out, err)
+    assert "reload refused" in err and "%s:%d:" % (agent.conf, line) in err, (rc, out, err)
     h.wait_until(lambda: agent.log_text().count("%s:%d:" % (agent.conf, line)) > n, 10,
                  "the refusal of agentctl reload in the log")
     assert agent.alive() and agent.status()["config_hash"] == sha(new)
