@@ -209,6 +209,7 @@ static int start_pipeline(struct agent *a)
 	qo.synchronous = c->queue.synchronous;
 	qo.max_bytes = c->queue.max_bytes;
 	qo.on_full = c->queue.on_full;
+	qo.dedupe_window = c->queue.dedupe_window;
 	rc = queue_open(&a->q, &qo, names, c->n_outputs);
 	if (rc) {
 		log_error("cannot open the queue %s: %s", path, strerror(-rc));

@@ -71,6 +71,10 @@ static const struct cfg_key queue_keys[] = {
 	{ "max_record_bytes", CFG_SIZE, "64KiB", QK(max_record_bytes),
 	  "Largest record accepted. A longer record (for example a line) goes to the dead-letter queue whole, "
 	  "with the reason; it is never cut.", NULL, 16, 64 << 20 },
+	{ "dedupe_window", CFG_INT, "65536", QK(dedupe_window),
+	  "A record whose dedupe key is among the keys of this many newest records is refused as a duplicate "
+	  "(counted, not stored); the window is rebuilt from the queue at start. Costs about 20 bytes of memory "
+	  "per record.", NULL, 1, 1 << 24 },
 	{ NULL },
 };
 

@@ -64,6 +64,7 @@ struct queue_conf {
 	int64_t commit_records;
 	int synchronous;        /* enum sync_level */
 	int64_t max_record_bytes;
+	int64_t dedupe_window;  /* records whose keys are remembered */
 };
 
 struct input_conf {

@@ -1,10 +1,13 @@
 /* queue.h - the durable write-ahead queue: one SQLite database in WAL mode.
  *
- * Records form a log keyed by a never-repeating seq (the highest seq ever given is kept durably).
+ * Records form a log keyed by a never-repeating seq (the highest seq ever given is kept durably),
+ * stored in zstd-compressed blocks of up to 128 KiB, one row per block.
  * Every output has a durable cursor (the highest seq it has finished:
- * acknowledged or dead-lettered). A record is deleted once every output's
- * cursor has passed it. A dedupe key per record is refused while the queue
- * holds a record with that key.
+ * acknowledged or dead-lettered). A record is gone (for reads and counts)
+ * once every output's cursor has passed it; its block is deleted once all
+ * of the block is passed. A record whose dedupe key is among the keys of
+ * the newest dedupe_window records appended (kept in memory and rebuilt
+ * from the log at open) is refused; an older duplicate is accepted.
  *
  * Writes are grouped: the first write opens a transaction, queue_commit()
  * commits it. Appends, source positions, cursor moves and DLQ entries made
@@ -13,7 +16,7 @@
  * Readers (outputs) only see records with seq <= queue_committed_seq().
  *
  * Unless stated, functions return 0 or a negative errno:
- *   -EEXIST   dedupe key already held (queue_append)
+ *   -EEXIST   dedupe key within the dedupe window (queue_append)
  *   -ENOSPC   disk budget full and on_full = block (queue_append)
  *   -ENOENT   no such row
  *   -EIO      SQLite error (logged with SQLite's message)
@@ -37,6 +40,7 @@ struct queue_opts {
 	int64_t max_bytes;      /* disk budget for the database + WAL; 0 = none */
 	int on_full;            /* enum on_full from config.h */
 	bool readonly;          /* agentctl: open for reading, never create */
+	int64_t dedupe_window;  /* keys remembered for dedupe; 0 = 65536 */
 };
 
 /* A record handed to queue_append(); all pointers borrowed for the call. */
@@ -75,7 +79,7 @@ struct dlq_entry {
 };
 
 struct queue_stats {
-	int64_t records;        /* rows in the log */
+	int64_t records;        /* records in the log */
 	int64_t first_seq, last_seq; /* 0 when empty */
 	int64_t oldest_wall_ms; /* ts of the oldest row, 0 when empty */
 	int64_t disk_bytes;     /* database + WAL file sizes */
@@ -99,7 +103,8 @@ int queue_open(struct queue **q, const struct queue_opts *opts,
 /* Commits anything pending and closes. Accepts NULL. */
 void queue_close(struct queue *q);
 
-/* Append one record. Returns 0, -EEXIST (duplicate key, nothing written),
+/* Append one record. Returns 0, -EEXIST (key within the dedupe window,
+ * nothing written),
  * -ENOSPC (budget full under block, nothing written), -EIO, -ENOMEM.
  * On success *seq_out (if not NULL) holds its seq. */
 int queue_append(struct queue *q, const struct qrec_in *r, int64_t *seq_out);
@@ -124,13 +129,16 @@ int64_t queue_committed_seq(const struct queue *q);
 /* Call cb for records with after_seq < seq <= queue_committed_seq(), in seq
  * order, at most max_records. cb returns 0 to continue, 1 to stop early, or a
  * negative errno to abort (returned). Returns the number of records visited or
- * -errno. Memory use is independent of the backlog. */
+ * -errno. Memory use is independent of the backlog (the last two blocks read
+ * are kept decompressed). A block that does not decode is replaced by a gap
+ * marker (reason "corrupt_block", its seq the block's last) and logged; a
+ * read-only opener gets -EIO instead. cb must not call queue_read(). */
 typedef int (*queue_read_cb)(const struct qrec *r, void *arg);
 int queue_read(struct queue *q, int64_t after_seq, size_t max_records,
 	       queue_read_cb cb, void *arg);
 
 /* An output's durable cursor. queue_cursor_set() moves it forward only and
- * deletes rows every output has passed (at most a bounded number per call;
+ * deletes blocks every output has passed (at most a bounded number per call;
  * the rest goes on later calls). */
 int64_t queue_cursor(struct queue *q, const char *output);
 int queue_cursor_set(struct queue *q, const char *output, int64_t seq);
@@ -161,9 +169,11 @@ int queue_dlq_replay(struct queue *q, int64_t id, int64_t *count);
 /* Delete entries; id 0 = all. *count gets how many. */
 int queue_dlq_purge(struct queue *q, int64_t id, int64_t *count);
 
-/* Apply the disk budget: under drop_oldest, delete oldest records until under
- * budget and append one gap marker (kind REC_GAP, stream "_agent") whose data
- * is {"gap":{"first_seq":A,"last_seq":B,"count":N,"reason":"disk_full"}}.
+/* Apply the disk budget: under drop_oldest, delete the oldest blocks of
+ * records until under budget and append one gap marker (kind REC_GAP, stream
+ * "_agent", key "gap:A-B") whose data is
+ * {"gap":{"first_seq":A,"last_seq":B,"count":N,"reason":"disk_full"}}.
+ * Gap markers themselves are never evicted.
  * Under block it only updates the full flag. Call after commits. */
 int queue_enforce_budget(struct queue *q);
 bool queue_full(const struct queue *q);

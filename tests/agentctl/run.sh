@@ -61,7 +61,8 @@ mask() {
 	    -e 's/[0-9]+\.[0-9] rec\/s/RATE rec\/s/g' \
 	    -e 's/\([0-9]+\.[0-9]%\)/(PCT%)/' \
 	    -e 's/^agentctl [0-9][^ ]*$/agentctl VERSION/' \
-	    -e 's/qos[0-9] //'
+	    -e 's/qos[0-9] //' \
+	    -e 's/, next retry in [0-9a-z]+$//'
 }
 
 # Run agentctl with the test config and record what it said.

@@ -597,10 +597,13 @@ class Agent:
 class SensorWriter:
     """Appends JSON sensor lines, each with a unique id, to a file."""
 
-    def __init__(self, path, prefix="r", pad=0, seed=None):
+    def __init__(self, path, prefix="r", pad=0, seed=None, random_pad=False):
         self.path = path
         self.prefix = prefix
         self.pad = pad
+        # Random letters instead of "xxx...": the queue stores records
+        # compressed, so only these fill a disk budget as fast as the text.
+        self.random_pad = random_pad
         self.n = 0
         self.ids = []
         self.rng = random.Random(seed)
@@ -613,7 +616,9 @@ class SensorWriter:
         self.n += 1
         rec = {"id": i, "sensor": "temp-%02d" % (self.n % 8),
                "celsius": round(20 + self.rng.random() * 5, 3)}
-        if self.pad:
+        if self.pad and self.random_pad:
+            rec["pad"] = "%0*x" % (self.pad, self.rng.getrandbits(4 * self.pad))
+        elif self.pad:
             rec["pad"] = "x" * self.pad
         self.ids.append(i)
         return json.dumps(rec, separators=(",", ":")) + "\n"

@@ -28,13 +28,14 @@ def small_fs(d):
     return state
 
 
-def setup(d, lines, pad=60):
+def setup(d, lines, pad=60, random_pad=False):
     broker = Broker(d, persistent=True).start()
     lake = Lake(broker, "lake/#", id="lake-full").start()
     lake.stop()
     broker.stop()
     os.makedirs(os.path.join(d, "logs"))
-    w = SensorWriter(os.path.join(d, "logs", "s.log"), prefix="f", pad=pad, seed=5)
+    w = SensorWriter(os.path.join(d, "logs", "s.log"), prefix="f", pad=pad, seed=5,
+                     random_pad=random_pad)
     w.write(lines)
     return broker, lake, w
 
@@ -44,7 +45,9 @@ def budget_larger_than_the_disk_is_cut_to_fit():
     d = h.tmpdir()
     if not small_fs(d):
         return
-    broker, lake, w = setup(d, 80000)        # about 10 MB of lines for 8 MiB of disk
+    # About 18 MB of lines whose hex pads compress to half at best: more
+    # than the 8 MiB disk holds even as the queue stores them.
+    broker, lake, w = setup(d, 80000, pad=160, random_pad=True)
     conf = h.config(d, broker.port, h.tail_input("s", w.path),
                     queue="max_bytes = 1GiB\non_full = block\n")
     agent = Agent(d, conf).start()

@@ -1,4 +1,5 @@
-/* test_queue.c - unit tests of the durable queue against real SQLite files. */
+/* test_queue.c - unit tests of the durable queue (records in compressed
+ * blocks) against real SQLite files. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -82,6 +83,17 @@ static struct queue *open_q(const char *const *outs, size_t n)
 	return q;
 }
 
+/* Letters that zstd cannot squeeze much, so sizes on disk stay real. */
+static void fill_random(char *p, size_t n, uint32_t seed)
+{
+	uint32_t x = seed * 2654435761u + 1;
+
+	for (size_t i = 0; i < n; i++) {
+		x = x * 1664525u + 1013904223u;
+		p[i] = (char)('a' + (x >> 24) % 26);
+	}
+}
+
 static int append_n(struct queue *q, const char *stream, const char *keypfx,
 		    int from, int n, size_t datalen)
 {
@@ -94,7 +106,7 @@ static int append_n(struct queue *q, const char *stream, const char *keypfx,
 		datalen = sizeof(data) - 1;
 	for (int i = from; i < from + n; i++) {
 		snprintf(key, sizeof(key), "%s%d", keypfx, i);
-		memset(data, 'a' + i % 26, datalen);
+		fill_random(data, datalen, (uint32_t)i);
 		r.len = (size_t)snprintf(data, sizeof(data), "{\"i\":%d}", i);
 		if (datalen > r.len)
 			r.len = datalen;
@@ -269,7 +281,9 @@ TEST(t_seq_never_repeats)
 	queue_close(q);
 
 	/* Delete the tail behind the queue's back, then reopen. */
-	CHECK_EQ_INT(raw_exec("DELETE FROM records WHERE seq > 6"), SQLITE_OK);
+	CHECK_EQ_INT(raw_exec("DELETE FROM block_data WHERE first_seq > 6;"
+			      "DELETE FROM blocks WHERE first_seq > 6"),
+		     SQLITE_OK);
 	q = open_q(outs, 1);
 	REQUIRE(q);
 	CHECK_EQ_INT(queue_append(q, &(struct qrec_in){ .stream = "s",
@@ -283,6 +297,34 @@ TEST(t_seq_never_repeats)
 	teardown();
 }
 
+static int64_t raw_int(const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int64_t v = -1;
+
+	if (sqlite3_open(dbpath, &db) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			v = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	sqlite3_close(db);
+	return v;
+}
+
+static struct queue *open_window(const char *const *outs, size_t n,
+				 int64_t window)
+{
+	struct queue_opts o = opts_default();
+	struct queue *q = NULL;
+
+	o.dedupe_window = window;
+	if (queue_open(&q, &o, outs, n))
+		return NULL;
+	return q;
+}
+
 TEST(t_dedupe)
 {
 	static const char *const outs[] = { "o1" };
@@ -293,7 +335,7 @@ TEST(t_dedupe)
 	int64_t seq = 0, n = 0;
 
 	setup();
-	q = open_q(outs, 1);
+	q = open_window(outs, 1, 8);
 	REQUIRE(q);
 	CHECK_EQ_INT(queue_append(q, &r, &seq), 0);
 	CHECK_EQ_INT(queue_append(q, &r, NULL), -EEXIST);
@@ -306,16 +348,63 @@ TEST(t_dedupe)
 	CHECK_EQ_INT(queue_stats(q, &st), 0);
 	CHECK_EQ_INT(st.records, 1);
 
-	/* Once trimmed, the key is free again. */
+	/* Within the window the key stays refused even once delivered and
+	 * trimmed, and after a restart (the window is rebuilt from the log). */
+	CHECK_EQ_INT(append_n(q, "s", "w", 0, 6, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+	q = open_window(outs, 1, 8);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_append(q, &r, NULL), -EEXIST);
+	CHECK_EQ_INT(append_n(q, "s", "w", 5, 1, 10), -EEXIST);
 	CHECK_EQ_INT(queue_cursor_set(q, "o1", seq), 0);
 	CHECK_EQ_INT(queue_commit(q), 0);
-	CHECK_EQ_INT(queue_stats(q, &st), 0);
-	CHECK_EQ_INT(st.records, 0);
+	CHECK_EQ_INT(queue_append(q, &r, NULL), -EEXIST);
+
+	/* Two more records push "dup" out of the 8-key window: accepted. */
+	CHECK_EQ_INT(append_n(q, "s", "w", 6, 2, 10), 0);
 	CHECK_EQ_INT(queue_append(q, &r, NULL), 0);
+	CHECK_EQ_INT(queue_append(q, &r, NULL), -EEXIST);
 	CHECK_EQ_INT(queue_commit(q), 0);
 	CHECK_EQ_INT(queue_stats(q, &st), 0);
-	CHECK_EQ_INT(st.records, 1);
+	CHECK_EQ_INT(st.records, 9);
 	queue_close(q);
+
+	/* Rebuilt at open from the newest records only: w0 and w1 are out,
+	 * w2..w7 and the second "dup" are in. */
+	q = open_window(outs, 1, 7);
+	REQUIRE(q);
+	CHECK_EQ_INT(append_n(q, "s", "w", 2, 1, 10), -EEXIST);
+	CHECK_EQ_INT(append_n(q, "s", "w", 7, 1, 10), -EEXIST);
+	CHECK_EQ_INT(queue_append(q, &r, NULL), -EEXIST);
+	CHECK_EQ_INT(append_n(q, "s", "w", 0, 2, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+	teardown();
+}
+
+TEST(t_dedupe_window_memory)
+{
+	static const char *const outs[] = { "o1" };
+	struct queue *q;
+	size_t before = mem_in_use();
+	size_t used;
+
+	setup();
+	q = open_window(outs, 1, 0);    /* the default, 65536 */
+	REQUIRE(q);
+	used = mem_in_use() - before;
+	fprintf(stderr, "  queue open with a 65536-key window: %zu bytes\n",
+		used);
+	CHECK(used < (2u << 20));
+	/* The window is real: a key 60000 records back is still refused. */
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 60001, 0), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 1, 0), -EEXIST);
+	CHECK_EQ_INT(append_n(q, "s", "k", 60000, 1, 0), -EEXIST);
+	CHECK_EQ_INT(append_n(q, "s", "k", 60001, 1, 0), 0);
+	queue_close(q);
+	CHECK_EQ_INT(mem_in_use(), before);
 	teardown();
 }
 
@@ -503,26 +592,200 @@ TEST(t_trim_bounded)
 	static const char *const outs[] = { "o" };
 	struct queue *q;
 	struct queue_stats st;
+	int64_t blocks, left;
 
 	setup();
 	q = open_q(outs, 1);
 	REQUIRE(q);
-	CHECK_EQ_INT(append_n(q, "s", "k", 0, 25000, 20), 0);
+	/* About 90 blocks of 128 KiB. */
+	CHECK_EQ_INT(append_n(q, "s", "k", 1, 12000, 1000), 0);
 	CHECK_EQ_INT(queue_commit(q), 0);
-	CHECK_EQ_INT(queue_cursor_set(q, "o", 25000), 0);
+	blocks = raw_int("SELECT count(*) FROM blocks");
+	CHECK(blocks > 80);
+	CHECK_EQ_INT(raw_int("SELECT sum(count) FROM blocks"), 12000);
+	CHECK_EQ_INT(queue_cursor_set(q, "o", 12000), 0);
 	CHECK_EQ_INT(queue_commit(q), 0);
+	/* Gone for readers and counts at once... */
 	CHECK_EQ_INT(queue_stats(q, &st), 0);
-	CHECK_EQ_INT(st.records, 15000);
-	CHECK_EQ_INT(st.first_seq, 10001);
+	CHECK_EQ_INT(st.records, 0);
+	CHECK_EQ_INT(st.first_seq, 0);
+	CHECK_EQ_INT(st.last_seq, 0);
+	/* ...but deleted a bounded number of blocks per call. */
+	left = raw_int("SELECT count(*) FROM blocks");
+	CHECK(left > 0 && left < blocks);
+	CHECK_EQ_INT(raw_int("SELECT count(*) FROM block_data"), left);
 	/* The rest goes on later calls. */
 	CHECK_EQ_INT(queue_enforce_budget(q), 0);
 	CHECK(queue_pending(q) > 0);
 	CHECK_EQ_INT(queue_commit(q), 0);
 	CHECK_EQ_INT(queue_enforce_budget(q), 0);
 	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(raw_int("SELECT count(*) FROM blocks"), 0);
+	CHECK_EQ_INT(raw_int("SELECT count(*) FROM block_data"), 0);
 	CHECK_EQ_INT(queue_stats(q, &st), 0);
 	CHECK_EQ_INT(st.records, 0);
 	queue_close(q);
+	teardown();
+}
+
+struct seqcheck {
+	int64_t next, n;
+	bool bad;
+};
+
+/* Records come in seq order, without holes, each with its own data. */
+static int seq_cb(const struct qrec *r, void *arg)
+{
+	struct seqcheck *c = arg;
+	char want[32];
+	int n = snprintf(want, sizeof(want), "{\"i\":%" PRId64 "}", r->seq);
+	char key[32];
+
+	snprintf(key, sizeof(key), "b%" PRId64, r->seq);
+	if (r->seq != c->next || r->len < (size_t)n ||
+	    memcmp(r->data, want, (size_t)n) || strcmp(r->key, key) ||
+	    strcmp(r->stream, "s") || r->ts_wall_ms != 1700000000000LL + r->seq)
+		c->bad = true;
+	c->next = r->seq + 1;
+	c->n++;
+	return 0;
+}
+
+TEST(t_blocks)
+{
+	static const char *const outs[] = { "a", "b" };
+	struct queue *q;
+	struct queue_stats st;
+	struct seqcheck sc;
+	int64_t n, oldest, first_block_last, blocks;
+	int64_t total = 3000;
+
+	setup();
+	q = open_q(outs, 2);
+	REQUIRE(q);
+	/* Three commit groups of 1000 records of 300 bytes: several blocks
+	 * each, boundaries inside and between groups. */
+	for (int g = 0; g < 3; g++) {
+		CHECK_EQ_INT(append_n(q, "s", "b", 1 + g * 1000, 1000, 300), 0);
+		CHECK_EQ_INT(queue_commit(q), 0);
+	}
+	blocks = raw_int("SELECT count(*) FROM blocks");
+	CHECK(blocks >= 6);
+	first_block_last = raw_int("SELECT last_seq FROM blocks ORDER BY first_seq LIMIT 1");
+	CHECK(first_block_last > 10 && first_block_last < 1000);
+
+	/* Reads across block boundaries, from every kind of start. */
+	for (int64_t after = 0; after < total; after += 97) {
+		sc = (struct seqcheck){ .next = after + 1 };
+		CHECK_EQ_INT(queue_read(q, after, 700, seq_cb, &sc),
+			     total - after < 700 ? total - after : 700);
+		CHECK(!sc.bad);
+	}
+	sc = (struct seqcheck){ .next = 1 };
+	CHECK_EQ_INT(queue_read(q, 0, 100000, seq_cb, &sc), total);
+	CHECK(!sc.bad);
+	CHECK_EQ_INT(sc.next, total + 1);
+
+	/* A cursor inside the first block: nothing deleted yet, but those
+	 * records are gone for readers and counts once both outputs pass. */
+	CHECK_EQ_INT(queue_cursor_set(q, "a", first_block_last - 5), 0);
+	CHECK_EQ_INT(queue_cursor_set(q, "b", 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(raw_int("SELECT count(*) FROM blocks"), blocks);
+	CHECK_EQ_INT(queue_backlog(q, "a", &n, &oldest), 0);
+	CHECK_EQ_INT(n, total - (first_block_last - 5));
+	CHECK_EQ_INT(oldest, 1700000000000LL + first_block_last - 4);
+	CHECK_EQ_INT(queue_backlog(q, "b", &n, &oldest), 0);
+	CHECK_EQ_INT(n, total - 10);
+	CHECK_EQ_INT(oldest, 1700000000011LL);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, total - 10);
+	CHECK_EQ_INT(st.first_seq, 11);
+	CHECK_EQ_INT(st.oldest_wall_ms, 1700000000011LL);
+	CHECK_EQ_INT(st.last_seq, total);
+	sc = (struct seqcheck){ .next = 11 };
+	CHECK_EQ_INT(queue_read(q, 0, 5, seq_cb, &sc), 5);
+	CHECK(!sc.bad);
+
+	/* b passes the first block exactly: it goes; a's cursor is inside the
+	 * second block, which stays. */
+	CHECK_EQ_INT(queue_cursor_set(q, "b", first_block_last + 3), 0);
+	CHECK_EQ_INT(queue_cursor_set(q, "a", first_block_last + 3), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(raw_int("SELECT count(*) FROM blocks"), blocks - 1);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, total - first_block_last - 3);
+	CHECK_EQ_INT(st.first_seq, first_block_last + 4);
+	CHECK_EQ_INT(queue_backlog(q, "a", &n, NULL), 0);
+	CHECK_EQ_INT(n, total - first_block_last - 3);
+	queue_close(q);
+
+	/* Counts and the floor survive a restart; a new output starts at the
+	 * first record still held, not at the start of its block. */
+	{
+		static const char *const three[] = { "a", "b", "c" };
+
+		q = open_q(three, 3);
+		REQUIRE(q);
+		CHECK_EQ_INT(queue_cursor(q, "c"), first_block_last + 3);
+		CHECK_EQ_INT(queue_backlog(q, "c", &n, NULL), 0);
+		CHECK_EQ_INT(n, total - first_block_last - 3);
+		queue_close(q);
+	}
+	teardown();
+}
+
+struct bigcheck {
+	const char *want;
+	size_t len;
+	bool ok;
+};
+
+static int big_cb(const struct qrec *r, void *arg)
+{
+	struct bigcheck *bc = arg;
+
+	bc->ok = r->seq == 4 && r->len == bc->len &&
+		 memcmp(r->data, bc->want, bc->len) == 0;
+	return 0;
+}
+
+TEST(t_big_record)
+{
+	struct bigcheck bc;
+	static const char *const outs[] = { "o" };
+	struct queue *q;
+	struct collect c = { 0 };
+	struct qrec_in r = { .stream = "s", .key = "big", .clock = CLOCK_SYNCED };
+	size_t len = 300 << 10;
+	char *big = xmalloc(len);
+	int64_t seq = 0;
+
+	setup();
+	REQUIRE(big);
+	fill_random(big, len, 7);
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(append_n(q, "s", "k", 1, 3, 10), 0);
+	r.data = big;
+	r.len = len;
+	CHECK_EQ_INT(queue_append(q, &r, &seq), 0);
+	CHECK_EQ_INT(append_n(q, "s", "k", 5, 3, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(seq, 4);
+	CHECK_EQ_INT(raw_int("SELECT count(*) FROM blocks"), 3);
+	CHECK_EQ_INT(raw_int("SELECT bytes FROM blocks WHERE first_seq = 4") > (int64_t)len, 1);
+	CHECK_EQ_INT(queue_read(q, 0, 10, collect_cb, &c), 7);
+	CHECK_EQ_INT(c.seq[3], 4);
+	CHECK_EQ_STR(c.key[3], "big");
+	CHECK_EQ_STR(c.key[4], "k5");
+	memset(&bc, 0, sizeof(bc));
+	bc.want = big;
+	bc.len = len;
+	CHECK_EQ_INT(queue_read(q, 3, 1, big_cb, &bc), 1);
+	CHECK(bc.ok);
+	queue_close(q);
+	xfree(big);
 	teardown();
 }
 
@@ -748,6 +1011,145 @@ TEST(t_corrupt_pages)
 	CHECK_EQ_INT(queue_stats(q, &st), 0);
 	CHECK(st.recovered_at_ms > 0);
 	CHECK_EQ_INT(st.records, 0);
+	queue_close(q);
+	teardown();
+}
+
+struct corruptscan {
+	int64_t n, data, gaps, gap_seq[4];
+	char gap_data[4][200], gap_key[4][64];
+	int64_t prev;
+	bool bad;
+};
+
+static int corrupt_cb(const struct qrec *r, void *arg)
+{
+	struct corruptscan *c = arg;
+	size_t n = r->len < 199 ? r->len : 199;
+
+	if (r->seq <= c->prev)
+		c->bad = true;
+	c->prev = r->seq;
+	c->n++;
+	if (r->kind == REC_DATA) {
+		c->data++;
+		return 0;
+	}
+	if (c->gaps < 4) {
+		c->gap_seq[c->gaps] = r->seq;
+		memcpy(c->gap_data[c->gaps], r->data, n);
+		c->gap_data[c->gaps][n] = '\0';
+		snprintf(c->gap_key[c->gaps], sizeof(c->gap_key[0]), "%s", r->key);
+	}
+	c->gaps++;
+	return 0;
+}
+
+TEST(t_corrupt_block)
+{
+	static const char *const outs[] = { "o" };
+	struct queue_opts o = opts_default();
+	struct queue *q, *ro = NULL;
+	struct queue_stats st;
+	struct corruptscan cs = { 0 };
+	int64_t f2, l2, n2, f3, l3, n3, cnt = 0, total = 3000;
+	char want[200];
+
+	setup();
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(append_n(q, "s", "b", 1, (int)total, 300), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+	REQUIRE(raw_int("SELECT count(*) FROM blocks") >= 4);
+	f2 = raw_int("SELECT first_seq FROM blocks ORDER BY first_seq LIMIT 1 OFFSET 1");
+	l2 = raw_int("SELECT last_seq FROM blocks ORDER BY first_seq LIMIT 1 OFFSET 1");
+	n2 = raw_int("SELECT count FROM blocks ORDER BY first_seq LIMIT 1 OFFSET 1");
+	f3 = raw_int("SELECT first_seq FROM blocks ORDER BY first_seq LIMIT 1 OFFSET 2");
+	l3 = raw_int("SELECT last_seq FROM blocks ORDER BY first_seq LIMIT 1 OFFSET 2");
+	n3 = raw_int("SELECT count FROM blocks ORDER BY first_seq LIMIT 1 OFFSET 2");
+	/* Block 2: garbage bytes. Block 3: valid zstd, but its row does not
+	 * match what it holds. */
+	CHECK_EQ_INT(raw_exec("UPDATE block_data SET data = randomblob(500) WHERE"
+			      " first_seq = (SELECT first_seq FROM blocks ORDER BY"
+			      " first_seq LIMIT 1 OFFSET 1)"),
+		     SQLITE_OK);
+	CHECK_EQ_INT(raw_exec("UPDATE blocks SET count = count - 1 WHERE"
+			      " first_seq = (SELECT first_seq FROM blocks ORDER BY"
+			      " first_seq LIMIT 1 OFFSET 2)"),
+		     SQLITE_OK);
+	n3--;
+
+	/* A read-only opener cannot repair: a clear error, no crash. */
+	o.readonly = true;
+	REQUIRE(queue_open(&ro, &o, NULL, 0) == 0);
+	CHECK_EQ_INT(queue_read(ro, 0, 100000, count_cb, &cnt), -EIO);
+	CHECK_EQ_INT(cnt, f2 - 1);
+	queue_close(ro);
+
+	/* The writer replaces each damaged block by a gap marker and reads on. */
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK_EQ_INT(queue_read(q, 0, 100000, corrupt_cb, &cs),
+		     total - n2 - (l3 - f3 + 1) + 2);
+	CHECK(!cs.bad);
+	CHECK_EQ_INT(cs.gaps, 2);
+	CHECK_EQ_INT(cs.data, total - n2 - (l3 - f3 + 1));
+	CHECK_EQ_INT(cs.gap_seq[0], l2);
+	CHECK_EQ_INT(cs.gap_seq[1], l3);
+	snprintf(want, sizeof(want),
+		 "{\"gap\":{\"first_seq\":%" PRId64 ",\"last_seq\":%" PRId64
+		 ",\"count\":%" PRId64 ",\"reason\":\"corrupt_block\"}}",
+		 f2, l2, n2);
+	CHECK_EQ_STR(cs.gap_data[0], want);
+	snprintf(want, sizeof(want), "gap:%" PRId64 "-%" PRId64, f2, l2);
+	CHECK_EQ_STR(cs.gap_key[0], want);
+	snprintf(want, sizeof(want),
+		 "{\"gap\":{\"first_seq\":%" PRId64 ",\"last_seq\":%" PRId64
+		 ",\"count\":%" PRId64 ",\"reason\":\"corrupt_block\"}}",
+		 f3, l3, n3);
+	CHECK_EQ_STR(cs.gap_data[1], want);
+	CHECK(queue_pending(q) > 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	/* Still usable: appends, counts, cursor moves. */
+	CHECK_EQ_INT(append_n(q, "s", "z", 0, 5, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK_EQ_INT(st.records, cs.n + 5);
+	CHECK_EQ_INT(queue_cursor_set(q, "o", l3), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	queue_close(q);
+
+	/* The repair is durable: the same records and markers again. */
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	memset(&cs, 0, sizeof(cs));
+	CHECK_EQ_INT(queue_read(q, 0, 100000, corrupt_cb, &cs), total - l3 + 5);
+	CHECK_EQ_INT(cs.gaps, 0);
+	CHECK(!corrupt_file_exists());
+	queue_close(q);
+	teardown();
+}
+
+TEST(t_old_schema)
+{
+	static const char *const outs[] = { "o" };
+	struct queue *q;
+	struct queue_stats st;
+
+	setup();
+	CHECK_EQ_INT(raw_exec("CREATE TABLE records(seq INTEGER PRIMARY KEY,"
+			      " data BLOB); INSERT INTO records VALUES(1, 'x');"
+			      " PRAGMA user_version = 1;"),
+		     SQLITE_OK);
+	q = open_q(outs, 1);
+	REQUIRE(q);
+	CHECK(corrupt_file_exists());
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(st.recovered_at_ms > 0);
+	CHECK_EQ_INT(st.records, 0);
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 3, 10), 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
 	queue_close(q);
 	teardown();
 }
@@ -992,14 +1394,19 @@ int main(void)
 	RUN(t_read_cb_error);
 	RUN(t_seq_never_repeats);
 	RUN(t_dedupe);
+	RUN(t_dedupe_window_memory);
 	RUN(t_position_atomic);
 	RUN(t_cursors_two_outputs);
 	RUN(t_new_output_backlog);
 	RUN(t_trim_bounded);
+	RUN(t_blocks);
+	RUN(t_big_record);
 	RUN(t_budget_drop_oldest);
 	RUN(t_budget_block);
 	RUN(t_corrupt_garbage);
 	RUN(t_corrupt_pages);
+	RUN(t_corrupt_block);
+	RUN(t_old_schema);
 	RUN(t_readonly);
 	RUN(t_dlq);
 	RUN(t_alloc_failure);
