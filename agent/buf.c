@@ -14,6 +14,22 @@
 
 #define BUF_MIN_CAP 64
 
+int buf_presize(struct buf *b, size_t cap)
+{
+	char *p;
+
+	if (cap <= b->cap)
+		return 0;
+	p = xrealloc(b->p, cap);
+	if (!p)
+		return -ENOMEM;
+	if (!b->p)
+		p[0] = '\0';
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
 int buf_reserve(struct buf *b, size_t extra)
 {
 	size_t need, cap;

@@ -19,6 +19,9 @@ struct buf {
 #define BUF_INIT { NULL, 0, 0 }
 
 int buf_reserve(struct buf *b, size_t extra);
+/* Make room for exactly cap bytes (with the NUL) now, where the final size
+ * is known, instead of growing by doubling to up to twice that. */
+int buf_presize(struct buf *b, size_t cap);
 int buf_add(struct buf *b, const void *data, size_t len);
 int buf_adds(struct buf *b, const char *s);
 int buf_addc(struct buf *b, char c);

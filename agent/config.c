@@ -71,7 +71,7 @@ static const struct cfg_key queue_keys[] = {
 	{ "max_record_bytes", CFG_SIZE, "64KiB", QK(max_record_bytes),
 	  "Largest record accepted. A longer record (for example a line) goes to the dead-letter queue whole, "
 	  "with the reason; it is never cut.", NULL, 16, 64 << 20 },
-	{ "dedupe_window", CFG_INT, "65536", QK(dedupe_window),
+	{ "dedupe_window", CFG_INT, "16384", QK(dedupe_window),
 	  "A record whose dedupe key is among the keys of this many newest records is refused as a duplicate "
 	  "(counted, not stored); the window is rebuilt from the queue at start. Costs about 20 bytes of memory "
 	  "per record.", NULL, 1, 1 << 24 },
@@ -99,7 +99,7 @@ static const struct cfg_key output_keys[] = {
 	  "Which output sends the batches (see the output keys below).", NULL, 0, 0, true },
 	{ "batch_max_records", CFG_INT, "5000", OK_(batch_max_records),
 	  "Most records in one batch.", NULL, 1, 1000000 },
-	{ "batch_max_bytes", CFG_SIZE, "1MiB", OK_(batch_max_bytes),
+	{ "batch_max_bytes", CFG_SIZE, "512KiB", OK_(batch_max_bytes),
 	  "Most uncompressed bytes (NDJSON) in one batch; a single larger record travels alone.",
 	  NULL, 1024, 256 << 20 },
 	{ "linger", CFG_DURATION, "500ms", OK_(linger_ms),

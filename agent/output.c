@@ -148,9 +148,11 @@ int output_create(struct agent *a, struct output_conf *conf, struct output **out
 	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_compressionLevel,
 						(int)conf->compression_level)) ||
 	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_windowLog, 17)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_hashLog, 16)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_chainLog, 16))) {
+	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_hashLog, 15)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(o->cctx, ZSTD_c_chainLog, 15)) ||
+	    buf_presize(&o->raw, (size_t)conf->batch_max_bytes + (size_t)a->cfg->queue.max_record_bytes + 512)) {
 		ZSTD_freeCCtx(o->cctx);
+		buf_release(&o->raw);
 		xfree(o);
 		return -ENOMEM;
 	}
@@ -272,6 +274,14 @@ static struct obatch *make_batch(struct output *o, const struct build *bd)
 		log_error("output %s: zstd: %s", o->conf->name, ZSTD_getErrorName(n));
 		free_batch(ob);
 		return NULL;
+	}
+	{
+		/* The bound is the raw size; the frame is a tenth of it. A
+		 * batch in flight keeps only what it needs. */
+		void *small = xrealloc(ob->body, n ? n : 1);
+
+		if (small)
+			ob->body = small;
 	}
 	snprintf(ob->stream, sizeof(ob->stream), "%s", bd->stream);
 	batch_make_id(ob->b.id, o->a->cfg->agent.id, o->conf->name, bd->first, bd->last);

@@ -34,7 +34,7 @@
 /* Fixed part of an entry in a block: lengths of data, key and stream (u32
  * each), kind, clock, two bytes of padding, seq, ts_wall, ts_mono (i64). */
 #define ENTRY_HDR 40
-#define DEDUPE_WINDOW_DEFAULT 65536
+#define DEDUPE_WINDOW_DEFAULT 16384
 /* PRAGMA quick_check reads every page: about a second per 64 MB on an SD
  * card. Bigger files get a cheap check instead (header, schema and both
  * ends of the blocks b-tree, all of which the open touches anyway), so a

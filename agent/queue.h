@@ -40,7 +40,7 @@ struct queue_opts {
 	int64_t max_bytes;      /* disk budget for the database + WAL; 0 = none */
 	int on_full;            /* enum on_full from config.h */
 	bool readonly;          /* agentctl: open for reading, never create */
-	int64_t dedupe_window;  /* keys remembered for dedupe; 0 = 65536 */
+	int64_t dedupe_window;  /* keys remembered for dedupe; 0 = 16384 */
 };
 
 /* A record handed to queue_append(); all pointers borrowed for the call. */

@@ -391,18 +391,18 @@ TEST(t_dedupe_window_memory)
 	size_t used;
 
 	setup();
-	q = open_window(outs, 1, 0);    /* the default, 65536 */
+	q = open_window(outs, 1, 0);    /* the default, 16384 */
 	REQUIRE(q);
 	used = mem_in_use() - before;
-	fprintf(stderr, "  queue open with a 65536-key window: %zu bytes\n",
+	fprintf(stderr, "  queue open with a 16384-key window: %zu bytes\n",
 		used);
-	CHECK(used < (2u << 20));
-	/* The window is real: a key 60000 records back is still refused. */
-	CHECK_EQ_INT(append_n(q, "s", "k", 0, 60001, 0), 0);
+	CHECK(used < (1u << 20));
+	/* The window is real: a key 16000 records back is still refused. */
+	CHECK_EQ_INT(append_n(q, "s", "k", 0, 16001, 0), 0);
 	CHECK_EQ_INT(queue_commit(q), 0);
 	CHECK_EQ_INT(append_n(q, "s", "k", 0, 1, 0), -EEXIST);
-	CHECK_EQ_INT(append_n(q, "s", "k", 60000, 1, 0), -EEXIST);
-	CHECK_EQ_INT(append_n(q, "s", "k", 60001, 1, 0), 0);
+	CHECK_EQ_INT(append_n(q, "s", "k", 16000, 1, 0), -EEXIST);
+	CHECK_EQ_INT(append_n(q, "s", "k", 16001, 1, 0), 0);
 	queue_close(q);
 	CHECK_EQ_INT(mem_in_use(), before);
 	teardown();
