@@ -99,7 +99,7 @@ static const struct cfg_key output_keys[] = {
 	  "Which output sends the batches (see the output keys below).", NULL, 0, 0, true },
 	{ "batch_max_records", CFG_INT, "5000", OK_(batch_max_records),
 	  "Most records in one batch.", NULL, 1, 1000000 },
-	{ "batch_max_bytes", CFG_SIZE, "512KiB", OK_(batch_max_bytes),
+	{ "batch_max_bytes", CFG_SIZE, "256KiB", OK_(batch_max_bytes),
 	  "Most uncompressed bytes (NDJSON) in one batch; a single larger record travels alone.",
 	  NULL, 1024, 256 << 20 },
 	{ "linger", CFG_DURATION, "500ms", OK_(linger_ms),

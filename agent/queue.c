@@ -44,7 +44,7 @@
 #define WAL_LIMIT_MAX (4LL << 20)
 /* Records are a few large rows now: a small cache holds every page a
  * commit or a read touches. */
-#define CACHE_KIB 512
+#define CACHE_KIB 256
 #define BUSY_TIMEOUT_MS 5000
 
 enum stmt_id {
