@@ -97,6 +97,10 @@ static const struct cfg_key input_keys[] = {
 static const struct cfg_key output_keys[] = {
 	{ "type", CFG_STR, NULL, OK_(type),
 	  "Which output sends the batches (see the output keys below).", NULL, 0, 0, true },
+	{ "streams", CFG_STR, "*", OK_(streams),
+	  "Which streams this output receives: comma-separated glob patterns of stream names "
+	  "(e.g. sensors,plant-*). A record leaves the queue once every output it is routed to has "
+	  "delivered or dead-lettered it. Gap markers go to every output." },
 	{ "batch_max_records", CFG_INT, "5000", OK_(batch_max_records),
 	  "Most records in one batch.", NULL, 1, 1000000 },
 	{ "batch_max_bytes", CFG_SIZE, "256KiB", OK_(batch_max_bytes),

@@ -81,6 +81,7 @@ struct input_conf {
 struct output_conf {
 	char *name;
 	char *type;
+	char *streams;          /* comma-separated glob patterns of stream names routed here */
 	int64_t batch_max_records;
 	int64_t batch_max_bytes;
 	int64_t linger_ms;

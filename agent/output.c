@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fnmatch.h>
 #include <string.h>
 
 #include <zstd.h>
@@ -32,6 +33,7 @@ struct build {
 	struct output *o;
 	int64_t max_records, max_bytes, limit_seq;
 	int64_t count, first, last;
+	int64_t scan;            /* last seq looked at, routed here or not */
 	char stream[64];
 	bool full;
 	int err;
@@ -57,6 +59,7 @@ struct output {
 	bool part_active;
 	unsigned attempt;        /* consecutive transient failures */
 	int64_t retry_at;        /* monotonic ms of the next retry, 0 none */
+	int64_t not_before;      /* monotonic ms before which nothing is retried (Retry-After) */
 	bool connected;
 	char why[256];
 	int64_t last_ack_wall_ms;
@@ -204,6 +207,35 @@ void output_free(struct output *o)
 	xfree(o);
 }
 
+/* Does a record of this stream go to this output? Gap markers go to all. */
+static bool routes(const struct output *o, const char *stream)
+{
+	const char *p = o->conf->streams;
+
+	if (!p || !strcmp(p, "*") || !strcmp(stream, "_agent"))
+		return true;
+	while (*p) {
+		char pat[128];
+		size_t n, m;
+
+		while (*p == ' ')
+			p++;
+		n = m = strcspn(p, ",");
+		while (m && p[m - 1] == ' ')
+			m--;
+		if (m < sizeof(pat)) {
+			memcpy(pat, p, m);
+			pat[m] = '\0';
+			if (fnmatch(pat, stream, 0) == 0)
+				return true;
+		}
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return false;
+}
+
 static int build_cb(const struct qrec *r, void *arg)
 {
 	struct build *bd = arg;
@@ -212,6 +244,10 @@ static int build_cb(const struct qrec *r, void *arg)
 
 	if (r->seq > bd->limit_seq)
 		return 1;
+	if (!routes(o, r->stream)) {
+		bd->scan = r->seq;
+		return 0;
+	}
 	if (bd->count && strcmp(r->stream, bd->stream)) {
 		bd->full = true;
 		return 1;
@@ -229,7 +265,7 @@ static int build_cb(const struct qrec *r, void *arg)
 		bd->first = r->seq;
 		snprintf(bd->stream, sizeof(bd->stream), "%s", r->stream);
 	}
-	bd->last = r->seq;
+	bd->last = bd->scan = r->seq;
 	if (++bd->count >= bd->max_records) {
 		bd->full = true;
 		return 1;
@@ -299,10 +335,18 @@ static struct obatch *make_batch(struct output *o, const struct build *bd)
 
 static void handle_reject(struct output *o, struct obatch *ob, const char *reason);
 
+void output_retry_after(struct output *o, int64_t delay_ms)
+{
+	o->not_before = loop_now_ms() + delay_ms;
+}
+
 static void schedule_retry(struct output *o, struct obatch *ob, const char *reason)
 {
 	int64_t d = backoff_delay(o->conf->retry_base_ms, o->conf->retry_max_ms, o->attempt);
 
+	if (o->not_before > loop_now_ms() + d)
+		d = o->not_before - loop_now_ms();
+	o->not_before = 0;
 	ob->state = OB_RETRY_WAIT;
 	ob->b.attempt++;
 	o->retries++;
@@ -424,6 +468,52 @@ static void handle_reject(struct output *o, struct obatch *ob, const char *reaso
 	}
 }
 
+struct dlq_range {
+	struct output *o;
+	const char *origin, *reason;
+	int64_t last, n;
+	int rc;
+};
+
+static int dlq_range_cb(const struct qrec *r, void *arg)
+{
+	struct dlq_range *x = arg;
+
+	if (r->seq > x->last)
+		return 1;
+	if (!routes(x->o, r->stream))
+		return 0;
+	x->rc = queue_dlq_add(x->o->a->q, x->origin, r->stream, r->seq, r->key, x->reason, r->data,
+			      r->len);
+	if (x->rc)
+		return x->rc;
+	x->n++;
+	return 0;
+}
+
+/* Every record of the batch to the DLQ, with the reason. */
+static void dead_letter_batch(struct output *o, struct obatch *ob, const char *reason)
+{
+	char origin[80];
+	struct dlq_range x = { .o = o, .origin = origin, .last = ob->b.last_seq };
+	int rc;
+
+	snprintf(o->why, sizeof(o->why), "%s", reason ? reason : "rejected");
+	x.reason = o->why;
+	snprintf(origin, sizeof(origin), "output:%s", o->conf->name);
+	rc = queue_read(o->a->q, ob->b.first_seq - 1, (size_t)(ob->b.last_seq - ob->b.first_seq + 1),
+			dlq_range_cb, &x);
+	if (rc < 0 || x.rc) {
+		schedule_retry(o, ob, "could not write the dead-letter queue");
+		return;
+	}
+	o->dlq_records += x.n;
+	log_warn("output %s: batch %s (seq %" PRId64 "-%" PRId64 ", %" PRId64 " records) dead-lettered: %s",
+		 o->conf->name, ob->b.id, ob->b.first_seq, ob->b.last_seq, x.n, o->why);
+	ob->state = OB_DONE;
+	agent_wrote(o->a);
+}
+
 static void advance_cursor(struct output *o)
 {
 	int64_t c = o->cursor;
@@ -462,6 +552,9 @@ void output_batch_done(struct output *o, struct batch *b, int result, const char
 		break;
 	case OUT_REJECT:
 		handle_reject(o, ob, reason);
+		break;
+	case OUT_DEAD:
+		dead_letter_batch(o, ob, reason);
 		break;
 	default:
 		schedule_retry(o, ob, reason);
@@ -504,7 +597,7 @@ static int64_t pump(struct output *o)
 			o->part_active = true;
 			after = o->read_seq;
 		} else {
-			after = bd->last;
+			after = bd->scan;
 		}
 		if (read_more(o, bd, after)) {
 			o->part_active = false;
@@ -514,6 +607,12 @@ static int64_t pump(struct output *o)
 		if (!bd->count) {
 			o->part_active = false;
 			o->linger_since = 0;
+			if (bd->scan > o->read_seq) {
+				/* Only records routed elsewhere: pass them. */
+				o->read_seq = bd->scan;
+				advance_cursor(o);
+				continue;
+			}
 			break;
 		}
 		if (!bd->full) {
@@ -535,7 +634,7 @@ static int64_t pump(struct output *o)
 			;
 		*tail = ob;
 		o->n_batches++;
-		o->read_seq = bd->last;
+		o->read_seq = bd->scan;
 		send_batch(o, ob);
 	}
 	for (ob = o->head; ob; ob = ob->next) {

@@ -8,6 +8,8 @@
  *               after exponential backoff with jitter
  *   OUT_REJECT  permanent rejection: the core splits the batch to isolate
  *               the offending records and dead-letters only those
+ *   OUT_DEAD    permanent rejection of the whole batch (e.g. HTTP 400): all
+ *               its records go to the DLQ with the reason, without splitting
  * The core owns backoff, the in-flight window, cursors and the DLQ.
  */
 #ifndef AGENT_OUTPUT_H
@@ -26,7 +28,7 @@
 struct output;
 struct batch;
 
-enum out_result { OUT_OK = 0, OUT_RETRY = 1, OUT_REJECT = 2 };
+enum out_result { OUT_OK = 0, OUT_RETRY = 1, OUT_REJECT = 2, OUT_DEAD = 3 };
 
 struct output_type {
 	int version;            /* OUTPUT_VERSION */
@@ -81,6 +83,9 @@ const char *output_agent_id(const struct output *o);
 struct loop *output_loop(struct output *o);
 void output_batch_done(struct output *o, struct batch *b, int result,
 		       const char *reason);
+/* The remote asked to be left alone (HTTP Retry-After): no retry of this
+ * output before delay_ms from now. Call before output_batch_done(). */
+void output_retry_after(struct output *o, int64_t delay_ms);
 /* The type's connection state for status; `why` says what is wrong when
  * not connected (e.g. "connection refused", "not authorised"). */
 void output_set_connected(struct output *o, bool connected, const char *why);

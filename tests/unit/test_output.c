@@ -336,6 +336,75 @@ TEST(test_linger_waits_for_more)
 	teardown();
 }
 
+TEST(test_routing_by_stream)
+{
+	static const char *const streams[] = { "a1", "b", "b", "a2", "_agent", "b" };
+
+	REQUIRE(setup("linger = 0\nbatch_max_records = 100\nstreams = x, a* \n", 6, streams) == 0);
+	spin(50);
+	/* a1 | a2 | _agent: one stream per batch, b never sent. */
+	REQUIRE(fk.n == 3);
+	CHECK_EQ_INT(fk.first[0], 1);
+	CHECK_EQ_INT(fk.count[0], 1);
+	CHECK_EQ_INT(fk.first[1], 4);
+	CHECK_EQ_INT(fk.count[1], 1);
+	CHECK_EQ_INT(fk.first[2], 5);
+	for (int i = 0; i < fk.n; i++)
+		output_batch_done(fk.o, fk.sent[i], OUT_OK, NULL);
+	spin(20);
+	/* The trailing b (seq 6) is passed too: the output is done with all. */
+	CHECK_EQ_INT(cursor(), 6);
+	teardown();
+}
+
+TEST(test_only_other_streams_moves_cursor)
+{
+	static const char *const streams[] = { "b", "b", "b" };
+
+	REQUIRE(setup("linger = 0\nstreams = a\n", 3, streams) == 0);
+	spin(50);
+	CHECK_EQ_INT(fk.n, 0);
+	CHECK_EQ_INT(cursor(), 3);
+	teardown();
+}
+
+static int count_dlq_cb(const struct dlq_entry *e, const void *data, void *arg)
+{
+	(*(int *)arg)++;
+	CHECK(strstr(e->reason, "HTTP 400") != NULL);
+	return 0;
+}
+
+TEST(test_dead_batch_goes_whole_to_dlq)
+{
+	int n = 0;
+
+	REQUIRE(setup("linger = 0\nbatch_max_records = 100\n", 5, NULL) == 0);
+	spin(30);
+	REQUIRE(fk.n == 1);
+	output_batch_done(fk.o, fk.sent[0], OUT_DEAD, "HTTP 400: bad request");
+	spin(20);
+	CHECK_EQ_INT(fk.n, 1); /* no split, no retry */
+	CHECK_EQ_INT(queue_dlq_list(a.q, 0, 10, count_dlq_cb, &n), 0);
+	CHECK_EQ_INT(n, 5);
+	CHECK_EQ_INT(cursor(), 5);
+	teardown();
+}
+
+TEST(test_retry_after_is_honoured)
+{
+	REQUIRE(setup("linger = 0\nbatch_max_records = 100\n", 2, NULL) == 0);
+	spin(30);
+	REQUIRE(fk.n == 1);
+	output_retry_after(fk.o, 400);
+	output_batch_done(fk.o, fk.sent[0], OUT_RETRY, "HTTP 429");
+	spin(200);
+	CHECK_EQ_INT(fk.n, 1); /* retry_base is 10 ms, Retry-After 400 ms */
+	spin(400);
+	CHECK_EQ_INT(fk.n, 2);
+	teardown();
+}
+
 int main(void)
 {
 	RUN(test_limits_and_ordered_cursor);
@@ -345,5 +414,9 @@ int main(void)
 	RUN(test_too_large_splits);
 	RUN(test_one_stream_per_batch);
 	RUN(test_linger_waits_for_more);
+	RUN(test_routing_by_stream);
+	RUN(test_only_other_streams_moves_cursor);
+	RUN(test_dead_batch_goes_whole_to_dlq);
+	RUN(test_retry_after_is_honoured);
 	TEST_END();
 }
