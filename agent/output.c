@@ -33,6 +33,7 @@ struct build {
 	struct output *o;
 	int64_t max_records, max_bytes, limit_seq;
 	int64_t count, first, last;
+	int64_t first_wall_ms;   /* ts_wall_ms of the first record */
 	int64_t scan;            /* last seq looked at, routed here or not */
 	char stream[64];
 	bool full;
@@ -71,6 +72,8 @@ struct output {
 
 const struct output_type *const output_types[] = {
 	&out_mqtt,
+	&out_https,
+	&out_s3,
 	NULL,
 };
 
@@ -263,6 +266,7 @@ static int build_cb(const struct qrec *r, void *arg)
 	}
 	if (!bd->count) {
 		bd->first = r->seq;
+		bd->first_wall_ms = r->ts_wall_ms;
 		snprintf(bd->stream, sizeof(bd->stream), "%s", r->stream);
 	}
 	bd->last = bd->scan = r->seq;
@@ -329,6 +333,7 @@ static struct obatch *make_batch(struct output *o, const struct build *bd)
 	ob->b.body_len = n;
 	ob->b.raw_len = o->raw.len;
 	ob->b.encoding = "ndjson+zstd";
+	ob->b.first_wall_ms = bd->first_wall_ms;
 	ob->state = OB_WAIT_SEND;
 	return ob;
 }

@@ -72,6 +72,7 @@ struct batch {
 	size_t body_len;
 	size_t raw_len;         /* uncompressed NDJSON length */
 	const char *encoding;   /* "ndjson+zstd" */
+	int64_t first_wall_ms;  /* ts_wall_ms of the first record (stable across retries) */
 	unsigned attempt;       /* 0 on the first send */
 	void *type_data;        /* free for the type (e.g. its message id) */
 };
@@ -97,5 +98,7 @@ int64_t backoff_delay(int64_t base_ms, int64_t cap_ms, unsigned attempt);
 
 /* The output types, listed in output_types[]. */
 extern const struct output_type out_mqtt;
+extern const struct output_type out_https;
+extern const struct output_type out_s3;
 
 #endif
