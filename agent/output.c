@@ -58,6 +58,10 @@ struct output {
 	 * encoding the same ones again. */
 	struct build part;
 	bool part_active;
+	/* Batches sent before a restart and not finished: sent again first,
+	 * as the same ranges, so they keep their ids (and S3 keys). */
+	int64_t replay[64][2];
+	int n_replay, i_replay;
 	unsigned attempt;        /* consecutive transient failures */
 	int64_t retry_at;        /* monotonic ms of the next retry, 0 none */
 	int64_t not_before;      /* monotonic ms before which nothing is retried (Retry-After) */
@@ -166,12 +170,32 @@ int output_create(struct agent *a, struct output_conf *conf, struct output **out
 	return 0;
 }
 
+static int replay_cb(int64_t first, int64_t last, void *arg)
+{
+	struct output *o = arg;
+
+	if (last <= o->cursor)
+		return 0;
+	if (o->n_replay == (int)(sizeof(o->replay) / sizeof(o->replay[0])))
+		return 1;
+	o->replay[o->n_replay][0] = first;
+	o->replay[o->n_replay][1] = last;
+	o->n_replay++;
+	return 0;
+}
+
 int output_start(struct output *o)
 {
 	int rc;
 
 	o->cursor = queue_cursor(o->a->q, o->conf->name);
 	o->read_seq = o->cursor;
+	o->n_replay = o->i_replay = 0;
+	if (queue_inflight_list(o->a->q, o->conf->name, replay_cb, o))
+		o->n_replay = 0;
+	if (o->n_replay)
+		log_info("output %s: sending %d unfinished batch%s again as they were", o->conf->name,
+			 o->n_replay, o->n_replay == 1 ? "" : "es");
 	rc = o->t->start(o, &o->state);
 	if (rc) {
 		log_error("output %s: cannot start: %s", o->conf->name, strerror(-rc));
@@ -592,6 +616,35 @@ static int64_t pump(struct output *o)
 		struct obatch **tail;
 		int64_t after;
 
+		if (o->i_replay < o->n_replay) {
+			int64_t first = o->replay[o->i_replay][0], last = o->replay[o->i_replay][1];
+			struct build rb = { .o = o, .max_records = last - first + 1,
+					    .max_bytes = INT64_MAX, .limit_seq = last };
+
+			o->i_replay++;
+			if (read_records(o, &rb, first - 1)) {
+				wait = 1000;
+				break;
+			}
+			if (last > o->read_seq)
+				o->read_seq = last;
+			if (!rb.count) {
+				advance_cursor(o);
+				continue;
+			}
+			ob = make_batch(o, &rb);
+			if (!ob) {
+				wait = 1000;
+				break;
+			}
+			for (tail = &o->head; *tail; tail = &(*tail)->next)
+				;
+			*tail = ob;
+			o->n_batches++;
+			send_batch(o, ob);
+			continue;
+		}
+
 		if (!o->part_active) {
 			memset(bd, 0, sizeof(*bd));
 			bd->o = o;
@@ -640,6 +693,9 @@ static int64_t pump(struct output *o)
 		*tail = ob;
 		o->n_batches++;
 		o->read_seq = bd->scan;
+		/* Remembered with the records: a restart sends the same batch. */
+		if (queue_inflight_add(o->a->q, o->conf->name, ob->b.first_seq, ob->b.last_seq) == 0)
+			agent_wrote(o->a);
 		send_batch(o, ob);
 	}
 	for (ob = o->head; ob; ob = ob->next) {

@@ -73,6 +73,10 @@ enum stmt_id {
 	ST_CUR_SET,
 	ST_CUR_ADD,
 	ST_CUR_DEL,
+	ST_INF_ADD,
+	ST_INF_TRIM,
+	ST_INF_LIST,
+	ST_INF_DROP,
 	ST_META_GET,
 	ST_META_ADD,
 	ST_META_SET,
@@ -132,6 +136,12 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CUR_ADD] = "INSERT OR IGNORE INTO cursors(output, seq)"
 		       " VALUES(?1, ?2)",
 	[ST_CUR_DEL] = "DELETE FROM cursors WHERE output = ?1",
+	[ST_INF_ADD] = "INSERT OR REPLACE INTO inflight(output, first_seq, last_seq)"
+		       " VALUES(?1, ?2, ?3)",
+	[ST_INF_TRIM] = "DELETE FROM inflight WHERE output = ?1 AND last_seq <= ?2",
+	[ST_INF_LIST] = "SELECT first_seq, last_seq FROM inflight WHERE output = ?1"
+			" ORDER BY first_seq",
+	[ST_INF_DROP] = "DELETE FROM inflight WHERE output = ?1",
 	[ST_META_GET] = "SELECT v FROM meta WHERE k = ?1",
 	[ST_META_ADD] = "UPDATE meta SET v = v + ?2 WHERE k = ?1",
 	[ST_META_SET] = "UPDATE meta SET v = ?2 WHERE k = ?1",
@@ -164,6 +174,14 @@ static const char *const stmt_sql[ST_COUNT] = {
  * meta.floor is the highest seq every output had passed at the last trim:
  * records up to it are gone for readers and counts, even while the block
  * holding them stays because it also holds later records. */
+/* Batches an output sent and has not finished, so that after a restart it
+ * sends the same records as the same batches (same ids, same S3 keys).
+ * Added within schema version 2: created when missing. */
+#define INFLIGHT_SQL                                                        \
+	"CREATE TABLE IF NOT EXISTS inflight(output TEXT NOT NULL,"          \
+	" first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"            \
+	" PRIMARY KEY(output, first_seq)) WITHOUT ROWID;"
+
 static const char schema_sql[] =
 	"CREATE TABLE blocks(first_seq INTEGER PRIMARY KEY,"
 	" last_seq INTEGER NOT NULL, count INTEGER NOT NULL,"
@@ -180,6 +198,7 @@ static const char schema_sql[] =
 	" key TEXT, reason TEXT, data BLOB);"
 	"CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL)"
 	" WITHOUT ROWID;"
+	INFLIGHT_SQL
 	"INSERT INTO meta(k, v) VALUES('evicted_records', 0),"
 	" ('last_seq', 0), ('floor', 0);"
 	"PRAGMA user_version = 2;";
@@ -925,6 +944,9 @@ static int db_schema(struct queue *q)
 		err = -EPROTO;
 		goto out_rollback;
 	}
+	err = exec_sql(q, INFLIGHT_SQL, "create inflight table");
+	if (err)
+		goto out_rollback;
 	err = exec_sql(q, "COMMIT", "commit schema");
 	if (err)
 		goto out_rollback;
@@ -1697,6 +1719,12 @@ static int cursors_init(struct queue *q, const char *const *outputs,
 			sqlite3_bind_text(st, 1, stale, -1, SQLITE_STATIC);
 			err = run(q, st, "drop cursor");
 		}
+		if (!err)
+			err = prep(q, ST_INF_DROP, &st);
+		if (!err) {
+			sqlite3_bind_text(st, 1, stale, -1, SQLITE_STATIC);
+			err = run(q, st, "drop in-flight batches");
+		}
 		xfree(stale);
 		if (err)
 			return err;
@@ -2245,11 +2273,60 @@ int queue_cursor_set(struct queue *q, const char *output, int64_t seq)
 	sqlite3_bind_text(st, 1, output, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, seq);
 	err = run(q, st, "move cursor");
+	if (!err)
+		err = prep(q, ST_INF_TRIM, &st);
+	if (err)
+		return err;
+	sqlite3_bind_text(st, 1, output, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, seq);
+	err = run(q, st, "forget finished batches");
 	if (err)
 		return err;
 	c->seq = seq;
 	q->pending++;
 	return trim(q);
+}
+
+int queue_inflight_add(struct queue *q, const char *output, int64_t first, int64_t last)
+{
+	sqlite3_stmt *st;
+	int err;
+
+	if (q->readonly)
+		return -EROFS;
+	err = txn_begin(q);
+	if (!err)
+		err = prep(q, ST_INF_ADD, &st);
+	if (err)
+		return err;
+	sqlite3_bind_text(st, 1, output, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, first);
+	sqlite3_bind_int64(st, 3, last);
+	err = run(q, st, "remember a batch");
+	if (!err)
+		q->pending++;
+	return err;
+}
+
+int queue_inflight_list(struct queue *q, const char *output,
+			int (*cb)(int64_t first, int64_t last, void *arg), void *arg)
+{
+	sqlite3_stmt *st;
+	int rc, err;
+
+	err = prep(q, ST_INF_LIST, &st);
+	if (err)
+		return err;
+	sqlite3_bind_text(st, 1, output, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		err = cb(sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), arg);
+		if (err)
+			break;
+	}
+	if (!err && rc != SQLITE_DONE)
+		err = sql_fail(q, rc, "list in-flight batches");
+	sqlite3_reset(st);
+	return err < 0 ? err : 0;
 }
 
 /* O(blocks) at worst: a sum over the small blocks rows and, when the cursor

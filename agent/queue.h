@@ -142,6 +142,15 @@ int queue_read(struct queue *q, int64_t after_seq, size_t max_records,
  * the rest goes on later calls). */
 int64_t queue_cursor(struct queue *q, const char *output);
 int queue_cursor_set(struct queue *q, const char *output, int64_t seq);
+/* Batches an output has formed and not finished, kept with the records so
+ * that after a restart it sends the same ranges as the same batches:
+ * remember one (in the open transaction); list them in seq order (cb
+ * returns 0 to go on, non-zero to stop). Moving the cursor forgets the
+ * batches it passes. */
+int queue_inflight_add(struct queue *q, const char *output, int64_t first, int64_t last);
+int queue_inflight_list(struct queue *q, const char *output,
+			int (*cb)(int64_t first, int64_t last, void *arg), void *arg);
+
 /* Records with seq > the output's cursor: count and oldest wall time. */
 int queue_backlog(struct queue *q, const char *output, int64_t *records,
 		  int64_t *oldest_wall_ms);

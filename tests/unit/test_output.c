@@ -405,6 +405,56 @@ TEST(test_retry_after_is_honoured)
 	teardown();
 }
 
+static int append_more(int from, int n)
+{
+	for (int i = from; i < from + n; i++) {
+		char key[32], data[32];
+		struct qrec_in r = { .stream = "s", .key = key, .data = data };
+		int rc;
+
+		snprintf(key, sizeof(key), "k%d", i);
+		r.len = (size_t)snprintf(data, sizeof(data), "{\"i\":%d}", i + 1);
+		if ((rc = queue_append(a.q, &r, NULL)))
+			return rc;
+	}
+	return queue_commit(a.q);
+}
+
+/* After a restart, an unfinished batch goes out again as the same records
+ * with the same id, even though more records arrived meanwhile. */
+TEST(test_unfinished_batches_keep_their_ids_across_restarts)
+{
+	char id0[48], id1[48];
+
+	REQUIRE(setup("linger = 0\nbatch_max_records = 4\nmax_inflight = 2\n", 6, NULL) == 0);
+	spin(30);
+	REQUIRE(fk.n == 2);
+	CHECK_EQ_INT(fk.last[0], 4);
+	CHECK_EQ_INT(fk.last[1], 6);
+	snprintf(id0, sizeof(id0), "%s", fk.ids[0]);
+	snprintf(id1, sizeof(id1), "%s", fk.ids[1]);
+	CHECK_EQ_INT(queue_commit(a.q), 0);
+	/* agentd stops with both batches unacknowledged. */
+	output_free(a.outputs[0]);
+	memset(&fk, 0, sizeof(fk));
+	REQUIRE(append_more(6, 3) == 0);
+	REQUIRE(output_create(&a, cfg->outputs, &a.outputs[0]) == 0);
+	REQUIRE(output_start(a.outputs[0]) == 0);
+	spin(30);
+	REQUIRE(fk.n == 2);
+	CHECK_EQ_STR(fk.ids[0], id0);
+	CHECK_EQ_INT(fk.first[0], 1);
+	CHECK_EQ_INT(fk.last[0], 4);
+	CHECK_EQ_STR(fk.ids[1], id1);
+	CHECK_EQ_INT(fk.last[1], 6);   /* not 8: the same batch as before */
+	output_batch_done(fk.o, fk.sent[0], OUT_OK, NULL);
+	spin(30);
+	REQUIRE(fk.n == 3);
+	CHECK_EQ_INT(fk.first[2], 7);  /* then new batches */
+	CHECK_EQ_INT(fk.last[2], 9);
+	teardown();
+}
+
 int main(void)
 {
 	RUN(test_limits_and_ordered_cursor);
@@ -418,5 +468,6 @@ int main(void)
 	RUN(test_only_other_streams_moves_cursor);
 	RUN(test_dead_batch_goes_whole_to_dlq);
 	RUN(test_retry_after_is_honoured);
+	RUN(test_unfinished_batches_keep_their_ids_across_restarts);
 	TEST_END();
 }
