@@ -35,6 +35,7 @@
 #include "log.h"
 #include "mem.h"
 #include "output.h"
+#include "secret.h"
 
 #define MAX_TRANSFERS 64
 #define MAX_SECRET 4096
@@ -374,69 +375,6 @@ static int https_validate(const void *conf, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	return 0;
-}
-
-/* Read a secret (token or password); the caller wipes and frees it. */
-static int read_secret(const char *path, char **out)
-{
-	char *s;
-	size_t len = 0;
-	int fd, rc = 0;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	s = xmalloc(MAX_SECRET + 2);
-	if (!s) {
-		rc = -ENOMEM;
-		goto out_close;
-	}
-	while (len <= MAX_SECRET) {
-		ssize_t n = read(fd, s + len, MAX_SECRET + 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out_wipe;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	while (len && (s[len - 1] == '\n' || s[len - 1] == '\r'))
-		len--;
-	if (len > MAX_SECRET) {
-		rc = -EFBIG;
-		goto out_wipe;
-	}
-	s[len] = '\0';
-	for (size_t i = 0; i < len; i++) {
-		if ((unsigned char)s[i] < ' ' || s[i] == 0x7f) {
-			rc = -EBADMSG;
-			goto out_wipe;
-		}
-	}
-	*out = s;
-	goto out_close;
-out_wipe:
-	explicit_bzero(s, MAX_SECRET + 2);
-	xfree(s);
-out_close:
-	close(fd);
-	return rc;
-}
-
-static const char *secret_error(int rc)
-{
-	switch (rc) {
-	case -EFBIG:
-		return "longer than 4096 bytes";
-	case -EBADMSG:
-		return "holds control characters (one line of text expected)";
-	default:
-		return strerror(-rc);
-	}
 }
 
 /* ---- outcomes --------------------------------------------------------- */
@@ -943,10 +881,10 @@ static int make_fixed_headers(struct out_https *h)
 		char *line;
 		struct curl_slist *s;
 
-		rc = read_secret(c->token_file, &token);
+		rc = secret_read(c->token_file, MAX_SECRET, &token);
 		if (rc) {
 			log_error("output %s: cannot read token_file %s: %s", name, c->token_file,
-				  secret_error(rc));
+				  secret_strerror(rc));
 			return rc;
 		}
 		n = strlen(token) + sizeof("Authorization: Bearer ");
@@ -963,16 +901,15 @@ static int make_fixed_headers(struct out_https *h)
 			explicit_bzero(line, n);
 			xfree(line);
 		}
-		explicit_bzero(token, strlen(token));
-		xfree(token);
+		secret_free(token);
 		if (rc)
 			return rc;
 	}
 	if (c->password_file) {
-		rc = read_secret(c->password_file, &h->password);
+		rc = secret_read(c->password_file, MAX_SECRET, &h->password);
 		if (rc) {
 			log_error("output %s: cannot read password_file %s: %s", name,
-				  c->password_file, secret_error(rc));
+				  c->password_file, secret_strerror(rc));
 			return rc;
 		}
 	}
@@ -1019,10 +956,7 @@ static void https_stop(void *state)
 	free_xfers(h);
 	curl_loop_free(h->cl);
 	free_fixed_headers(h);
-	if (h->password) {
-		explicit_bzero(h->password, strlen(h->password));
-		xfree(h->password);
-	}
+	secret_free(h->password);
 	if (h->zs_ready)
 		deflateEnd(&h->zs);
 	ZSTD_freeDCtx(h->dctx);

@@ -46,6 +46,7 @@
 #include "log.h"
 #include "mem.h"
 #include "output.h"
+#include "secret.h"
 
 #define MQTT_DEFAULT_PORT 1883
 #define MQTT_MAX_REMAINING 268435455u  /* largest Remaining Length MQTT encodes */
@@ -327,51 +328,6 @@ static int mqtt_validate(const void *conf, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	return 0;
-}
-
-/* Read the password; the buffer is wiped before it is freed. */
-static int read_password(const char *path, char **out)
-{
-	char *pw;
-	size_t len = 0;
-	int fd, rc = 0;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	pw = xmalloc(MAX_PASSWORD + 2);
-	if (!pw) {
-		rc = -ENOMEM;
-		goto out_close;
-	}
-	while (len <= MAX_PASSWORD) {
-		ssize_t n = read(fd, pw + len, MAX_PASSWORD + 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out_wipe;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	while (len && (pw[len - 1] == '\n' || pw[len - 1] == '\r'))
-		len--;
-	if (len > MAX_PASSWORD) {
-		rc = -EFBIG;
-		goto out_wipe;
-	}
-	pw[len] = '\0';
-	*out = pw;
-	goto out_close;
-out_wipe:
-	explicit_bzero(pw, MAX_PASSWORD + 2);
-	xfree(pw);
-out_close:
-	close(fd);
-	return rc;
 }
 
 /* ---- status messages -------------------------------------------------- */
@@ -924,19 +880,15 @@ static int make_handle(struct out_mqtt *m)
 
 	if (c->username) {
 		if (c->password_file) {
-			rc = read_password(c->password_file, &pw);
+			rc = secret_read(c->password_file, MAX_PASSWORD, &pw);
 			if (rc) {
 				log_error("output %s: cannot read password_file %s: %s", name,
-					  c->password_file, rc == -EFBIG ? "longer than 65535 bytes"
-					  : strerror(-rc));
+					  c->password_file, secret_strerror(rc));
 				goto out_destroy;
 			}
 		}
 		rc = mosquitto_username_pw_set(m->mosq, c->username, pw);
-		if (pw) {
-			explicit_bzero(pw, strlen(pw));
-			xfree(pw);
-		}
+		secret_free(pw);
 		if (rc != MOSQ_ERR_SUCCESS) {
 			log_error("output %s: username: %s", name, mosquitto_strerror(rc));
 			rc = rc == MOSQ_ERR_NOMEM ? -ENOMEM : -EINVAL;

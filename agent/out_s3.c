@@ -43,6 +43,7 @@
 #include "log.h"
 #include "mem.h"
 #include "output.h"
+#include "secret.h"
 
 #define MAX_KEY_FILE 4096       /* access keys and secrets are far shorter */
 #define MAX_PUTS 256            /* the core's max_inflight bounds it first */
@@ -405,61 +406,16 @@ static int s3_validate(const void *conf, char *err, size_t errlen)
 
 /* ---- credentials ------------------------------------------------------ */
 
-static void wipe_free(char *s)
-{
-	if (!s)
-		return;
-	explicit_bzero(s, strlen(s));
-	xfree(s);
-}
-
-/* Read a one-line key file; the buffer is wiped before it is freed.
- * Returns 0, -errno, -EFBIG or -ENODATA (empty). */
+/* A key file: one line of text, not empty. */
 static int read_key_file(const char *path, char **out)
 {
-	char *k;
-	size_t len = 0;
-	int fd, rc = 0;
+	int rc = secret_read(path, MAX_KEY_FILE, out);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	k = xmalloc(MAX_KEY_FILE + 2);
-	if (!k) {
-		rc = -ENOMEM;
-		goto out_close;
-	}
-	while (len <= MAX_KEY_FILE) {
-		ssize_t n = read(fd, k + len, MAX_KEY_FILE + 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out_wipe;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	while (len && (k[len - 1] == '\n' || k[len - 1] == '\r' || k[len - 1] == ' '))
-		len--;
-	if (len > MAX_KEY_FILE) {
-		rc = -EFBIG;
-		goto out_wipe;
-	}
-	if (!len || memchr(k, '\0', len) || memchr(k, '\n', len)) {
+	if (!rc && !**out) {
+		secret_free(*out);
+		*out = NULL;
 		rc = -ENODATA;
-		goto out_wipe;
 	}
-	k[len] = '\0';
-	*out = k;
-	goto out_close;
-out_wipe:
-	explicit_bzero(k, MAX_KEY_FILE + 2);
-	xfree(k);
-out_close:
-	close(fd);
 	return rc;
 }
 
@@ -478,14 +434,12 @@ static int load_keys(struct out_s3 *s, char *why, size_t len)
 		rc = read_key_file(c->secret_key_file, &sk);
 	}
 	if (rc) {
-		wipe_free(ak);
-		snprintf(why, len, "cannot read %s %s (%s)", which, path,
-			 rc == -EFBIG ? "longer than 4096 bytes" :
-			 rc == -ENODATA ? "empty, or more than one line" : strerror(-rc));
+		secret_free(ak);
+		snprintf(why, len, "cannot read %s %s (%s)", which, path, secret_strerror(rc));
 		return rc;
 	}
-	wipe_free(s->access_key);
-	wipe_free(s->secret_key);
+	secret_free(s->access_key);
+	secret_free(s->secret_key);
 	s->access_key = ak;
 	s->secret_key = sk;
 	s->keys_stale = false;
@@ -1060,8 +1014,8 @@ static void s3_stop(void *state)
 		return;
 	abandon_all(s);
 	curl_loop_free(s->cl);
-	wipe_free(s->access_key);
-	wipe_free(s->secret_key);
+	secret_free(s->access_key);
+	secret_free(s->secret_key);
 	buf_release(&s->key);
 	buf_release(&s->url);
 	xfree(s->puts);
