@@ -241,6 +241,15 @@ out:
 
 static int64_t reload_cb(struct loop_timer *t);
 
+static void notify_ready(struct agent *a)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "READY=1\nSTATUS=running: %zu input(s), %zu output(s)",
+		 a->n_inputs, a->n_outputs);
+	sdnotify_send(&a->sd, msg);
+}
+
 int agent_start(struct agent *a, struct config *c)
 {
 	int rc;
@@ -273,6 +282,8 @@ int agent_start(struct agent *a, struct config *c)
 	loop_timer_set(a->loop, &a->tick_timer, TICK_MS);
 	log_info("agentd %s started: %zu input(s), %zu output(s), queue in %s", AGENT_VERSION,
 		 a->n_inputs, a->n_outputs, c->agent.state_dir);
+	sdnotify_init(&a->sd, a->loop);
+	notify_ready(a);
 	return 0;
 }
 
@@ -303,6 +314,8 @@ bool agent_drain(struct agent *a, int64_t deadline_ms)
 {
 	bool done = true;
 
+	if (!a->stopping)
+		sdnotify_send(&a->sd, "STOPPING=1\nSTATUS=stopping: finishing batches in flight");
 	a->stopping = true;
 	for (size_t i = 0; i < a->n_inputs; i++)
 		input_stop(a->inputs[i]);
@@ -314,6 +327,7 @@ bool agent_drain(struct agent *a, int64_t deadline_ms)
 
 void agent_release(struct agent *a)
 {
+	sdnotify_release(&a->sd);
 	loop_timer_cancel(a->loop, &a->tick_timer);
 	stop_pipeline(a);
 	control_close(a->ctl);
@@ -382,9 +396,11 @@ static int64_t reload_cb(struct loop_timer *t)
 		config_free(nc);
 		return -1;
 	}
+	sdnotify_send(&a->sd, "RELOADING=1");
 	rc = agent_reload(a, nc);
 	if (rc)
 		log_error("reload: the new configuration failed to start: %s", strerror(-rc));
+	notify_ready(a);
 	return -1;
 }
 

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "loop.h"
 #include "queue.h"
+#include "sdnotify.h"
 #include "status.h"
 
 struct input;
@@ -32,6 +33,7 @@ struct agent {
 	struct loop_timer tick_timer;
 	struct loop_timer reload_timer;
 	struct loop_timer restart_timer; /* inputs again after a failed commit */
+	struct sdnotify sd;             /* readiness and watchdog for the service manager */
 };
 
 /* Start the pipeline on config c (owned by the agent from now on).
