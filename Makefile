@@ -28,7 +28,7 @@ LDFLAGS_SAN = -fsanitize=$(SANITIZE)
 endif
 CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_DEV) $(CFLAGS_SAN)
 LDFLAGS += $(LDFLAGS_SAN)
-LIBS    ?= -lmosquitto -lcurl -lsqlite3 -lzstd -lz -lmbedcrypto -lm
+LIBS    ?= -lmosquitto -lcurl -lsqlite3 -lzstd -lz -lmbedtls -lmbedx509 -lmbedcrypto -lm
 
 # ---- sources ---------------------------------------------------------------
 CORE_SRC = $(filter-out agent/main.c,$(wildcard agent/*.c)) $(wildcard drivers/*.c)

@@ -14,6 +14,13 @@
  * while DNS is slow, so the broker should be given as an IP address or a
  * name in /etc/hosts.
  *
+ * mqtts. The probe's connection is kept and handed to the TLS bridge
+ * (tls_bridge.c, mbedTLS), which does the handshake within connect_timeout
+ * and then listens on a Unix socket; libmosquitto connects there (port 0)
+ * without TLS of its own, and the bridge relays. A failed handshake becomes
+ * the status why; so does a TLS error on a relayed connection, through
+ * on_disconnect once libmosquitto sees its socket close.
+ *
  * Publishes that are unacknowledged when the connection drops. libmosquitto
  * 2.0.11 keeps every QoS 1 message until its PUBACK: mosquitto__reconnect()
  * marks them for sending again (message__reconnect_reset) and
@@ -36,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -47,8 +55,10 @@
 #include "mem.h"
 #include "output.h"
 #include "secret.h"
+#include "tls_bridge.h"
 
 #define MQTT_DEFAULT_PORT 1883
+#define MQTTS_DEFAULT_PORT 8883
 #define MQTT_MAX_REMAINING 268435455u  /* largest Remaining Length MQTT encodes */
 #define MAX_PASSWORD 65535
 /* libmosquitto's default send maximum: the window for v3.1.1, where the
@@ -74,6 +84,10 @@ struct mqtt_conf {
 	int64_t connect_timeout_ms;
 	int64_t ack_timeout_ms;
 	int64_t max_packet_size;
+	char *ca_file;
+	char *client_cert;
+	char *client_key;
+	char *tls_server_name;
 };
 
 static const char *const protocol_names[] = { "v5", "v311", NULL };
@@ -82,8 +96,10 @@ static const char *const protocol_names[] = { "v5", "v311", NULL };
 static const struct cfg_key mqtt_keys[] = {
 	{ .name = "url", .type = CFG_STR, .def = "mqtt://127.0.0.1:1883", MK(url),
 	  .help = "Broker address as mqtt://host:port (IPv6: mqtt://[::1]:1883; the port defaults to "
-		  "1883). Prefer an IP address or a name from /etc/hosts: a DNS lookup holds up the "
-		  "agent while it waits. mqtts:// (TLS) is not available in this build yet." },
+		  "1883), or mqtts://host:port for MQTT over TLS (port 8883 by default; TLS 1.2 or "
+		  "later, the broker's certificate is always verified and must name the host). Prefer "
+		  "an IP address or a name from /etc/hosts: a DNS lookup holds up the agent while it "
+		  "waits. With mqtts and an IP address, set tls_server_name." },
 	{ .name = "protocol", .type = CFG_ENUM, .def = "v5", MK(protocol), .enums = protocol_names,
 	  .help = "MQTT version: v5 sends batch metadata as user properties and learns from the broker "
 		  "why a message was refused; v311 is for older brokers (metadata is then only in the "
@@ -134,12 +150,26 @@ static const struct cfg_key mqtt_keys[] = {
 	  .help = "Largest MQTT packet sent; a larger batch is split. 0: the limit the broker "
 		  "announces (v5) or none. Set it for a v311 broker with a limit: such a broker drops "
 		  "the connection instead of refusing the message." },
+	{ .name = "ca_file", .type = CFG_STR, MK(ca_file),
+	  .help = "mqtts: PEM file of the certificate authorities that may sign the broker's "
+		  "certificate. Default: the system's store (" TLS_DEFAULT_CA_FILE ")." },
+	{ .name = "client_cert", .type = CFG_STR, MK(client_cert),
+	  .help = "mqtts: PEM client certificate for mutual TLS, presented when the broker asks for "
+		  "one (mosquitto: require_certificate true). Needs client_key." },
+	{ .name = "client_key", .type = CFG_STR, MK(client_key),
+	  .help = "mqtts: PEM private key of client_cert (unencrypted; keep the file readable by the "
+		  "agent only)." },
+	{ .name = "tls_server_name", .type = CFG_STR, MK(tls_server_name),
+	  .help = "mqtts: the DNS name sent as SNI and that the broker's certificate must carry. "
+		  "Default: the host of url. Required when url names the broker by IP address "
+		  "(IP addresses in certificates are not matched)." },
 	{ .name = NULL },
 };
 
 enum conn_state {
 	CS_WAIT,       /* not connected; conn_timer starts the next attempt */
 	CS_PROBING,    /* our own non-blocking TCP connect is in progress */
+	CS_HANDSHAKE,  /* mqtts: the TLS bridge is doing the handshake */
 	CS_CONNECTING, /* libmosquitto sent CONNECT; waiting for CONNACK */
 	CS_CONNECTED,
 	CS_CLOSED,     /* drained or stopping: never reconnects */
@@ -160,6 +190,8 @@ struct out_mqtt {
 	char host[256];
 	char hostport[272];
 	int port;
+	bool tls;
+	struct tls_bridge *bridge;  /* mqtts only */
 	char *client_id;
 	char *status_topic;     /* expanded; NULL when status messages are off */
 	struct buf topic;       /* scratch for send() */
@@ -185,20 +217,16 @@ static bool lib_ready;
 
 /* ---- configuration ---------------------------------------------------- */
 
-static int parse_url(const char *url, char *host, size_t hostlen, int *port, char *err,
-		     size_t errlen)
+static int parse_url(const char *url, char *host, size_t hostlen, int *port, bool *tls,
+		     char *err, size_t errlen)
 {
 	const char *h, *end, *rest;
 	size_t n;
 
-	if (!strncmp(url, "mqtts://", 8)) {
-		snprintf(err, errlen, "url '%s': TLS is not available in this build yet (use mqtt://)",
-			 url);
-		return -EINVAL;
-	}
-	if (strncmp(url, "mqtt://", 7))
+	*tls = !strncmp(url, "mqtts://", 8);
+	if (!*tls && strncmp(url, "mqtt://", 7))
 		goto bad;
-	h = url + 7;
+	h = url + (*tls ? 8 : 7);
 	if (*h == '[') {
 		end = strchr(++h, ']');
 		if (!end)
@@ -213,7 +241,7 @@ static int parse_url(const char *url, char *host, size_t hostlen, int *port, cha
 		goto bad;
 	memcpy(host, h, n);
 	host[n] = '\0';
-	*port = MQTT_DEFAULT_PORT;
+	*port = *tls ? MQTTS_DEFAULT_PORT : MQTT_DEFAULT_PORT;
 	if (*rest == ':') {
 		char *e;
 		long p;
@@ -231,7 +259,7 @@ static int parse_url(const char *url, char *host, size_t hostlen, int *port, cha
 		goto bad;
 	return 0;
 bad:
-	snprintf(err, errlen, "url '%s' must look like mqtt://host:port", url);
+	snprintf(err, errlen, "url '%s' must look like mqtt://host:port or mqtts://host:port", url);
 	return -EINVAL;
 }
 
@@ -297,12 +325,35 @@ static int check_template(const char *key, const char *tmpl, bool with_stream, c
 static int mqtt_validate(const void *conf, char *err, size_t errlen)
 {
 	const struct mqtt_conf *c = conf;
+	unsigned char ip[16];
 	char host[256];
+	bool tls;
 	int port;
 
-	if (!c->url || parse_url(c->url, host, sizeof(host), &port, err, errlen)) {
+	if (!c->url || parse_url(c->url, host, sizeof(host), &port, &tls, err, errlen)) {
 		if (!c->url)
 			snprintf(err, errlen, "url is required");
+		return -EINVAL;
+	}
+	if (!tls && (c->ca_file || c->client_cert || c->client_key || c->tls_server_name)) {
+		snprintf(err, errlen, "%s applies to mqtts:// urls only",
+			 c->ca_file ? "ca_file" : c->client_cert ? "client_cert" :
+			 c->client_key ? "client_key" : "tls_server_name");
+		return -EINVAL;
+	}
+	if (!c->client_cert != !c->client_key) {
+		snprintf(err, errlen, "%s", c->client_cert ? "client_cert needs client_key"
+			 : "client_key needs client_cert");
+		return -EINVAL;
+	}
+	if (c->tls_server_name && (!*c->tls_server_name || strlen(c->tls_server_name) > 253)) {
+		snprintf(err, errlen, "tls_server_name must be a DNS name");
+		return -EINVAL;
+	}
+	if (tls && !c->tls_server_name &&
+	    (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1)) {
+		snprintf(err, errlen, "url '%s' names the broker by IP address: set tls_server_name "
+			 "to the DNS name in its certificate (IP addresses are not matched)", c->url);
 		return -EINVAL;
 	}
 	if (!c->topic || !*c->topic) {
@@ -466,6 +517,7 @@ static void schedule_reconnect(struct out_mqtt *m, const char *why)
 	close_probe(m);
 	free_addrs(m);
 	loop_fd_del(m->loop, &m->sock_w);
+	tls_bridge_reset(m->bridge);
 	if (m->draining || m->state == CS_CLOSED) {
 		m->state = CS_CLOSED;
 		loop_timer_cancel(m->loop, &m->conn_timer);
@@ -500,19 +552,13 @@ static void connect_failed(struct out_mqtt *m, int err)
 	schedule_reconnect(m, why);
 }
 
-/* The probe reached the broker: let libmosquitto connect to that address. */
-static void mqtt_connect(struct out_mqtt *m, const struct addrinfo *ai)
+/* Let libmosquitto connect to addr: the broker's numeric address, or with
+ * port 0 the TLS bridge's Unix socket. */
+static void mosq_connect(struct out_mqtt *m, const char *addr, int port)
 {
-	char addr[NI_MAXHOST];
 	mosquitto_property *props = NULL;
 	int rc;
 
-	rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof(addr), NULL, 0, NI_NUMERICHOST);
-	free_addrs(m);
-	if (rc) {
-		connect_failed(m, EINVAL);
-		return;
-	}
 	if (m->v5 && m->conf->session_expiry_ms >= 1000 &&
 	    mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
 					 (uint32_t)(m->conf->session_expiry_ms / 1000))) {
@@ -521,7 +567,7 @@ static void mqtt_connect(struct out_mqtt *m, const struct addrinfo *ai)
 	}
 	m->why[0] = '\0';
 	errno = 0;
-	rc = mosquitto_connect_bind_v5(m->mosq, addr, m->port, (int)(m->conf->keepalive_ms / 1000),
+	rc = mosquitto_connect_bind_v5(m->mosq, addr, port, (int)(m->conf->keepalive_ms / 1000),
 				       NULL, props);
 	mosquitto_property_free_all(&props);
 	if (rc == MOSQ_ERR_ERRNO) {
@@ -540,6 +586,66 @@ static void mqtt_connect(struct out_mqtt *m, const struct addrinfo *ai)
 	sync_watch(m);
 }
 
+/* The probe reached the broker: let libmosquitto connect to that address. */
+static void mqtt_connect(struct out_mqtt *m, const struct addrinfo *ai)
+{
+	char addr[NI_MAXHOST];
+	int rc;
+
+	rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof(addr), NULL, 0, NI_NUMERICHOST);
+	free_addrs(m);
+	if (rc) {
+		connect_failed(m, EINVAL);
+		return;
+	}
+	mosq_connect(m, addr, m->port);
+}
+
+/* mqtts: the probe's connection becomes the TLS connection; the handshake
+ * gets a connect_timeout of its own. */
+static void start_tls(struct out_mqtt *m, int fd)
+{
+	char why[sizeof(m->why)];
+	int rc;
+
+	free_addrs(m);
+	m->state = CS_HANDSHAKE;
+	loop_timer_set(m->loop, &m->conn_timer, m->conf->connect_timeout_ms);
+	rc = tls_bridge_start(m->bridge, fd);
+	if (rc) {
+		snprintf(why, sizeof(why), "TLS: cannot start a connection to %s: %s", m->hostport,
+			 strerror(-rc));
+		schedule_reconnect(m, why);
+	}
+}
+
+/* Handshake outcome, or the end of a relayed connection. */
+static void tls_cb(void *arg, int rc, const char *why)
+{
+	struct out_mqtt *m = arg;
+	char w[sizeof(m->why)];
+
+	if (m->state == CS_HANDSHAKE) {
+		if (rc) {
+			schedule_reconnect(m, why);
+			return;
+		}
+		mosq_connect(m, tls_bridge_path(m->bridge), 0);
+		if (m->state != CS_CONNECTING)
+			return;
+		rc = tls_bridge_attach(m->bridge);
+		if (rc) {
+			snprintf(w, sizeof(w), "TLS: cannot pass the connection to %s on: %s",
+				 m->hostport, strerror(-rc));
+			schedule_reconnect(m, w);
+		}
+		return;
+	}
+	/* libmosquitto sees its socket close next; on_disconnect says why. */
+	if (rc && (m->state == CS_CONNECTING || m->state == CS_CONNECTED) && !m->why[0])
+		snprintf(m->why, sizeof(m->why), "%s", why);
+}
+
 static void probe_next(struct out_mqtt *m)
 {
 	for (; m->ai_cur; m->ai_cur = m->ai_cur->ai_next) {
@@ -553,6 +659,10 @@ static void probe_next(struct out_mqtt *m)
 			continue;
 		}
 		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+			if (m->tls) {
+				start_tls(m, fd);
+				return;
+			}
 			close(fd);
 			mqtt_connect(m, ai);
 			return;
@@ -581,6 +691,14 @@ static void probe_cb(struct loop_fd *w, unsigned revents)
 
 	if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
+	if (!err && m->tls) {
+		int fd = w->fd;
+
+		loop_fd_del(m->loop, w);
+		w->fd = -1;
+		start_tls(m, fd);
+		return;
+	}
 	close_probe(m);
 	if (!err) {
 		mqtt_connect(m, m->ai_cur);
@@ -627,6 +745,12 @@ static int64_t conn_timer_cb(struct loop_timer *t)
 	case CS_PROBING:
 		snprintf(why, sizeof(why), "no answer from %s within %s (network down or port "
 			 "filtered?)", m->hostport, fmt_ms(dur, sizeof(dur), m->conf->connect_timeout_ms));
+		schedule_reconnect(m, why);
+		break;
+	case CS_HANDSHAKE:
+		snprintf(why, sizeof(why), "TLS: no handshake with %s within %s (is it a TLS "
+			 "listener?)", m->hostport, fmt_ms(dur, sizeof(dur),
+							   m->conf->connect_timeout_ms));
 		schedule_reconnect(m, why);
 		break;
 	case CS_CONNECTING:
@@ -970,7 +1094,7 @@ static int mqtt_start(struct output *o, void **statep)
 	m->misc_timer.cb = misc_timer_cb;
 	m->reject_timer.cb = reject_timer_cb;
 	m->recv_max = m->v5 ? 65535 : V311_WINDOW;
-	parse_url(c->url, m->host, sizeof(m->host), &m->port, err, sizeof(err));
+	parse_url(c->url, m->host, sizeof(m->host), &m->port, &m->tls, err, sizeof(err));
 	snprintf(m->hostport, sizeof(m->hostport), strchr(m->host, ':') ? "[%s]:%d" : "%s:%d",
 		 m->host, m->port);
 
@@ -996,6 +1120,21 @@ static int mqtt_start(struct output *o, void **statep)
 		}
 		lib_ready = true;
 	}
+	if (m->tls) {
+		struct tls_bridge_conf tc = {
+			.ca_file = c->ca_file,
+			.client_cert = c->client_cert,
+			.client_key = c->client_key,
+			.server_name = c->tls_server_name ? c->tls_server_name : m->host,
+			.label = m->hostport,
+		};
+
+		rc = tls_bridge_new(m->loop, &tc, tls_cb, m, &m->bridge, err, sizeof(err));
+		if (rc) {
+			log_error("output %s: %s", name, err);
+			goto out_free;
+		}
+	}
 	rc = make_handle(m);
 	if (rc)
 		goto out_free;
@@ -1013,6 +1152,7 @@ out_free:
 	buf_release(&b);
 	if (m->mosq)
 		mosquitto_destroy(m->mosq);
+	tls_bridge_free(m->bridge);
 	xfree(m->status_topic);
 	xfree(m->client_id);
 	xfree(m);
@@ -1145,7 +1285,7 @@ static void mqtt_describe(void *state, char *out, size_t len)
 
 	if (!expand_topic(&t, m->conf->topic, output_agent_id(m->o), output_name(m->o), "{stream}"))
 		topic = t.p;
-	snprintf(out, len, "mqtt://%s %s qos1 topic %s", m->hostport, m->v5 ? "v5" : "v311", topic);
+	snprintf(out, len, "%s://%s %s qos1 topic %s", m->tls ? "mqtts" : "mqtt", m->hostport, m->v5 ? "v5" : "v311", topic);
 	buf_release(&t);
 }
 
@@ -1172,6 +1312,9 @@ static void finish_drain(struct out_mqtt *m)
 	close_probe(m);
 	free_addrs(m);
 	loop_fd_del(m->loop, &m->sock_w);
+	/* A live TLS connection stays up to carry the DISCONNECT. */
+	if (!live)
+		tls_bridge_reset(m->bridge);
 	if (live && mosquitto_socket(m->mosq) >= 0) {
 		/* A clean DISCONNECT: the broker drops the last will, the
 		 * offline status having been published already. */
@@ -1219,6 +1362,7 @@ static void mqtt_stop(void *state)
 	loop_fd_del(m->loop, &m->sock_w);
 	/* Without a DISCONNECT first, the broker publishes the last will. */
 	mosquitto_destroy(m->mosq);
+	tls_bridge_free(m->bridge);
 	buf_release(&m->topic);
 	xfree(m->pend);
 	xfree(m->status_topic);

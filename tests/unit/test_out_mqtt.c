@@ -553,9 +553,30 @@ TEST(validate_rejects_bad_config)
 	conf_set(c, "url", "mqtt://[::1]:1884");
 	CHECK_EQ_INT(out_mqtt.validate(c, err, sizeof(err)), 0);
 
+	/* TLS: DNS names only, unless tls_server_name says which name the
+	 * certificate must carry; the TLS keys need mqtts. */
 	conf_set(c, "url", "mqtts://broker:8883");
+	CHECK_EQ_INT(out_mqtt.validate(c, err, sizeof(err)), 0);
+	conf_set(c, "url", "mqtts://broker");
+	CHECK_EQ_INT(out_mqtt.validate(c, err, sizeof(err)), 0);
+	conf_set(c, "client_cert", "/etc/agentd/gw.crt");
 	CHECK(out_mqtt.validate(c, err, sizeof(err)) == -EINVAL);
-	CHECK(strstr(err, "TLS is not available in this build yet") != NULL);
+	CHECK(strstr(err, "client_cert needs client_key") != NULL);
+	conf_set(c, "client_key", "/etc/agentd/gw.key");
+	CHECK_EQ_INT(out_mqtt.validate(c, err, sizeof(err)), 0);
+	conf_set(c, "url", "mqtts://10.0.0.5:8883");
+	CHECK(out_mqtt.validate(c, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "tls_server_name") != NULL);
+	conf_set(c, "url", "mqtts://[fd00::5]:8883");
+	CHECK(out_mqtt.validate(c, err, sizeof(err)) == -EINVAL);
+	conf_set(c, "tls_server_name", "broker.plant.example");
+	CHECK_EQ_INT(out_mqtt.validate(c, err, sizeof(err)), 0);
+	conf_set(c, "url", "mqtt://[::1]:1884");
+	CHECK(out_mqtt.validate(c, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "applies to mqtts:// urls only") != NULL);
+	conf_free(c);
+	c = conf_new();
+
 	conf_set(c, "url", "http://broker");
 	CHECK(out_mqtt.validate(c, err, sizeof(err)) == -EINVAL);
 	CHECK(strstr(err, "mqtt://host:port") != NULL);
