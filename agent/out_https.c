@@ -35,6 +35,7 @@
 #include "log.h"
 #include "mem.h"
 #include "output.h"
+#include "url.h"
 #include "secret.h"
 
 #define MAX_TRANSFERS 64
@@ -171,7 +172,6 @@ static int parse_url(const char *url, char *scheme, size_t slen, char *host, siz
 		     int *port, char *err, size_t errlen)
 {
 	const char *h, *end, *rest;
-	size_t n;
 
 	if (!strncmp(url, "https://", 8)) {
 		snprintf(scheme, slen, "https");
@@ -191,31 +191,8 @@ static int parse_url(const char *url, char *scheme, size_t slen, char *host, siz
 			 "password_file");
 		return -EINVAL;
 	}
-	if (*h == '[') {
-		end = strchr(++h, ']');
-		if (!end)
-			goto bad;
-		rest = end + 1;
-	} else {
-		end = h + strcspn(h, ":/?#");
-		rest = end;
-	}
-	n = (size_t)(end - h);
-	if (!n || n >= hostlen)
+	if (url_host_port(h, host, hostlen, port, &rest))
 		goto bad;
-	memcpy(host, h, n);
-	host[n] = '\0';
-	if (*rest == ':') {
-		char *e;
-		long p;
-
-		errno = 0;
-		p = strtol(rest + 1, &e, 10);
-		if (errno || e == rest + 1 || p < 1 || p > 65535)
-			goto bad;
-		*port = (int)p;
-		rest = e;
-	}
 	if (*rest && *rest != '/' && *rest != '?')
 		goto bad;
 	for (const char *p = url; *p; p++) {

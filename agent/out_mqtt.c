@@ -54,6 +54,7 @@
 #include "log.h"
 #include "mem.h"
 #include "output.h"
+#include "url.h"
 #include "secret.h"
 #include "tls_bridge.h"
 
@@ -220,39 +221,15 @@ static bool lib_ready;
 static int parse_url(const char *url, char *host, size_t hostlen, int *port, bool *tls,
 		     char *err, size_t errlen)
 {
-	const char *h, *end, *rest;
-	size_t n;
+	const char *h, *rest;
 
 	*tls = !strncmp(url, "mqtts://", 8);
 	if (!*tls && strncmp(url, "mqtt://", 7))
 		goto bad;
 	h = url + (*tls ? 8 : 7);
-	if (*h == '[') {
-		end = strchr(++h, ']');
-		if (!end)
-			goto bad;
-		rest = end + 1;
-	} else {
-		end = h + strcspn(h, ":/");
-		rest = end;
-	}
-	n = (size_t)(end - h);
-	if (!n || n >= hostlen)
-		goto bad;
-	memcpy(host, h, n);
-	host[n] = '\0';
 	*port = *tls ? MQTTS_DEFAULT_PORT : MQTT_DEFAULT_PORT;
-	if (*rest == ':') {
-		char *e;
-		long p;
-
-		errno = 0;
-		p = strtol(rest + 1, &e, 10);
-		if (errno || e == rest + 1 || p < 1 || p > 65535)
-			goto bad;
-		*port = (int)p;
-		rest = e;
-	}
+	if (url_host_port(h, host, hostlen, port, &rest))
+		goto bad;
 	if (*rest == '/')
 		rest++;
 	if (*rest)

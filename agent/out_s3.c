@@ -43,6 +43,7 @@
 #include "log.h"
 #include "mem.h"
 #include "output.h"
+#include "url.h"
 #include "secret.h"
 
 #define MAX_KEY_FILE 4096       /* access keys and secrets are far shorter */
@@ -188,7 +189,8 @@ static bool is_ip(const char *host)
 static int parse_endpoint(const char *url, char *scheme, size_t slen, char *host, size_t hlen,
 			  char *hostport, size_t hplen, char *err, size_t errlen)
 {
-	const char *h, *end, *rest;
+	const char *h, *rest;
+	int port = 0;
 	size_t n;
 
 	if (!strncmp(url, "https://", 8)) {
@@ -200,34 +202,8 @@ static int parse_endpoint(const char *url, char *scheme, size_t slen, char *host
 	} else {
 		goto bad;
 	}
-	if (*h == '[') {
-		end = strchr(h + 1, ']');
-		if (!end)
-			goto bad;
-		n = (size_t)(end - h - 1);
-		if (!n || n >= hlen)
-			goto bad;
-		memcpy(host, h + 1, n);
-		rest = end + 1;
-	} else {
-		end = h + strcspn(h, ":/?#");
-		n = (size_t)(end - h);
-		if (!n || n >= hlen)
-			goto bad;
-		memcpy(host, h, n);
-		rest = end;
-	}
-	host[n] = '\0';
-	if (*rest == ':') {
-		char *e;
-		long p;
-
-		errno = 0;
-		p = strtol(rest + 1, &e, 10);
-		if (errno || e == rest + 1 || p < 1 || p > 65535)
-			goto bad;
-		rest = e;
-	}
+	if (url_host_port(h, host, hlen, &port, &rest))
+		goto bad;
 	n = (size_t)(rest - h);
 	if (n >= hplen)
 		goto bad;
