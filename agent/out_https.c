@@ -22,11 +22,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <mbedtls/x509.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -419,6 +421,50 @@ static void fmt_secs(char *out, size_t len, int64_t ms)
 		snprintf(out, len, "%" PRId64 " s", ms / 1000);
 }
 
+enum verify_cause { VC_OTHER, VC_EXPIRED, VC_FUTURE, VC_UNTRUSTED, VC_HOST };
+
+/* libcurl reports the chain verification result in its TLS library's own
+ * terms: mbedTLS's MBEDTLS_X509_BADCERT_* flags (the static builds) or
+ * OpenSSL's X509_V_ERR_* codes (a libcurl built on OpenSSL, such as
+ * Debian's). */
+static enum verify_cause verify_cause(long v)
+{
+	static int mbed = -1;
+
+	if (mbed < 0) {
+		const curl_version_info_data *d = curl_version_info(CURLVERSION_NOW);
+
+		mbed = d && d->ssl_version && strncasecmp(d->ssl_version, "mbedtls", 7) == 0;
+	}
+	if (mbed) {
+		if (v & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
+			return VC_UNTRUSTED;
+		if (v & MBEDTLS_X509_BADCERT_CN_MISMATCH)
+			return VC_HOST;
+		if (v & MBEDTLS_X509_BADCERT_EXPIRED)
+			return VC_EXPIRED;
+		if (v & MBEDTLS_X509_BADCERT_FUTURE)
+			return VC_FUTURE;
+		return VC_OTHER;
+	}
+	switch (v) {
+	case 9:  /* X509_V_ERR_CERT_NOT_YET_VALID */
+		return VC_FUTURE;
+	case 10: /* X509_V_ERR_CERT_HAS_EXPIRED */
+		return VC_EXPIRED;
+	case 2:  /* UNABLE_TO_GET_ISSUER_CERT */
+	case 18: /* DEPTH_ZERO_SELF_SIGNED_CERT */
+	case 19: /* SELF_SIGNED_CERT_IN_CHAIN */
+	case 20: /* UNABLE_TO_GET_ISSUER_CERT_LOCALLY */
+	case 21: /* UNABLE_TO_VERIFY_LEAF_SIGNATURE */
+		return VC_UNTRUSTED;
+	case 62: /* X509_V_ERR_HOSTNAME_MISMATCH */
+		return VC_HOST;
+	default:
+		return VC_OTHER;
+	}
+}
+
 /* Explain a failed transfer (no HTTP response) for status and the log. */
 static void transport_why(struct out_https *h, struct xfer *x, CURLcode rc, char *why,
 			  size_t len)
@@ -457,26 +503,27 @@ static void transport_why(struct out_https *h, struct xfer *x, CURLcode rc, char
 		}
 		break;
 	case CURLE_PEER_FAILED_VERIFICATION:
-		/* A name mismatch is found by libcurl itself, which says so
-		 * only in its message; the rest are OpenSSL's X509_V_ERR_*
-		 * codes for the chain. */
+		/* With OpenSSL a name mismatch is found by libcurl itself,
+		 * which says so only in its message. */
 		if (strstr(x->errbuf, "target host name")) {
 			snprintf(why, len, "TLS: certificate does not match host %s", h->host);
 			break;
 		}
-		switch (verify) {
-		case 9:  /* X509_V_ERR_CERT_NOT_YET_VALID */
-		case 10: /* X509_V_ERR_CERT_HAS_EXPIRED */
-			snprintf(why, len, "TLS: certificate of %s has expired or is not yet valid "
-				 "(check the clock)", h->host);
+		switch (verify_cause(verify)) {
+		case VC_EXPIRED:
+			snprintf(why, len, "TLS: certificate of %s has expired (check the clock if "
+				 "it should not have)", h->host);
 			break;
-		case 2:  /* UNABLE_TO_GET_ISSUER_CERT */
-		case 18: /* DEPTH_ZERO_SELF_SIGNED_CERT */
-		case 19: /* SELF_SIGNED_CERT_IN_CHAIN */
-		case 20: /* UNABLE_TO_GET_ISSUER_CERT_LOCALLY */
-		case 21: /* UNABLE_TO_VERIFY_LEAF_SIGNATURE */
+		case VC_FUTURE:
+			snprintf(why, len, "TLS: certificate of %s is not yet valid (is this "
+				 "device's clock right?)", h->host);
+			break;
+		case VC_UNTRUSTED:
 			snprintf(why, len, "TLS: server certificate not trusted (unknown CA; check "
 				 "ca_file)");
+			break;
+		case VC_HOST:
+			snprintf(why, len, "TLS: certificate does not match host %s", h->host);
 			break;
 		default:
 			snprintf(why, len, "TLS: server certificate rejected (verify error %ld): %s",
@@ -997,6 +1044,11 @@ static bool https_ready(void *state)
 	return h && !h->draining && h->nbusy < MAX_TRANSFERS;
 }
 
+static const char *https_client_cert(const void *conf)
+{
+	return ((const struct https_conf *)conf)->client_cert;
+}
+
 static void https_describe(void *state, char *out, size_t len)
 {
 	struct out_https *h = state;
@@ -1034,6 +1086,7 @@ const struct output_type out_https = {
 	.ready = https_ready,
 	.send = https_send,
 	.describe = https_describe,
+	.client_cert = https_client_cert,
 	.drain = https_drain,
 	.stop = https_stop,
 };

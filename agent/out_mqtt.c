@@ -1254,6 +1254,11 @@ static int mqtt_send(void *state, struct batch *b)
 	return 0;
 }
 
+static const char *mqtt_client_cert(const void *conf)
+{
+	return ((const struct mqtt_conf *)conf)->client_cert;
+}
+
 static void mqtt_describe(void *state, char *out, size_t len)
 {
 	struct out_mqtt *m = state;
@@ -1360,6 +1365,7 @@ const struct output_type out_mqtt = {
 	.send = mqtt_send,
 	.describe = mqtt_describe,
 	.next_attempt_ms = mqtt_next_attempt,
+	.client_cert = mqtt_client_cert,
 	.drain = mqtt_drain,
 	.stop = mqtt_stop,
 };

@@ -15,6 +15,7 @@
 
 #include "agent.h"
 #include "batch.h"
+#include "certinfo.h"
 #include "log.h"
 #include "mem.h"
 #include "outputs.h"
@@ -773,4 +774,5 @@ void output_fill_status(struct output *o, struct status_output *st)
 	if (st->next_retry_in_ms < 0 && !o->connected && o->state && o->t->next_attempt_ms)
 		st->next_retry_in_ms = o->t->next_attempt_ms(o->state);
 	st->rate = o->rate;
+	cert_status_fill(o->conf, st);
 }

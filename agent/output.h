@@ -57,6 +57,9 @@ struct output_type {
 	bool (*drain)(void *state, int64_t deadline_ms);
 	/* Free state; accepts NULL and a half-started state. */
 	void (*stop)(void *state);
+	/* Optional: path of the client certificate in the type's conf, or
+	 * NULL (its dates are shown in status). */
+	const char *(*client_cert)(const void *conf);
 };
 
 extern const struct output_type *const output_types[];

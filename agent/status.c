@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "status.h"
@@ -25,6 +26,8 @@
 #define INPUT_ERROR_FRESH_MS (5 * 60 * 1000)
 /* Data counts as flowing when something moved this recently. */
 #define FLOWING_MS (2 * 60 * 1000)
+/* A client certificate this close to its end is flagged for renewal. */
+#define CERT_RENEW_MS (30LL * 24 * 3600 * 1000)
 
 struct health {
 	char line[MAX_HEALTH][HEALTH_LEN];
@@ -105,6 +108,19 @@ static void human_size(char *dst, size_t len, int64_t bytes)
 static const char *pl(int64_t n)
 {
 	return n == 1 ? "" : "s";
+}
+
+/* "2027-03-01 12:00 UTC" */
+static void human_date(char *dst, size_t len, int64_t wall_ms)
+{
+	time_t t = (time_t)(wall_ms / 1000);
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm)) {
+		snprintf(dst, len, "?");
+		return;
+	}
+	strftime(dst, len, "%Y-%m-%d %H:%M UTC", &tm);
 }
 
 static const char *on_full_name(int on_full)
@@ -226,6 +242,42 @@ static void output_health(const struct status *s,
 	}
 }
 
+/* Client certificates: expired or not yet valid is a problem (the server
+ * refuses the connection); a month from its end is a warning. */
+static void cert_health(const struct status *s, const struct status_output *o,
+			struct health *h)
+{
+	char name[64], path[256], date[48], left[48], err[160];
+
+	if (!o->cert_path[0])
+		return;
+	clean(name, sizeof(name), o->name);
+	clean(path, sizeof(path), o->cert_path);
+	if (o->cert_error[0]) {
+		clean(err, sizeof(err), o->cert_error);
+		health_add(h, true, "PROBLEM: output %s: client certificate %s: %s", name, path,
+			   err);
+		return;
+	}
+	if (o->cert_not_after_wall_ms <= s->now_wall_ms) {
+		human_date(date, sizeof(date), o->cert_not_after_wall_ms);
+		health_add(h, true,
+			   "PROBLEM: output %s: client certificate %s expired on %s; the server will refuse it (install a renewed one, then agentctl reload)",
+			   name, path, date);
+	} else if (o->cert_not_before_wall_ms > s->now_wall_ms) {
+		human_date(date, sizeof(date), o->cert_not_before_wall_ms);
+		health_add(h, true,
+			   "PROBLEM: output %s: client certificate %s is not valid until %s (is this gateway's clock right?)",
+			   name, path, date);
+	} else if (o->cert_not_after_wall_ms - s->now_wall_ms < CERT_RENEW_MS) {
+		human_date(date, sizeof(date), o->cert_not_after_wall_ms);
+		human_dur(left, sizeof(left), o->cert_not_after_wall_ms - s->now_wall_ms);
+		health_add(h, false,
+			   "WARNING: output %s: client certificate %s expires in %s (%s); renew it",
+			   name, path, left, date);
+	}
+}
+
 /* The verdict lines under the title, shared by both renderings. */
 static void health_eval(const struct status *s, struct health *h)
 {
@@ -261,6 +313,8 @@ static void health_eval(const struct status *s, struct health *h)
 	}
 	for (int i = 0; s->running && i < s->n_outputs; i++)
 		output_health(s, &s->outputs[i], h);
+	for (int i = 0; i < s->n_outputs; i++)
+		cert_health(s, &s->outputs[i], h);
 	for (int i = 0; s->running && i < s->n_inputs; i++) {
 		const struct status_input *in = &s->inputs[i];
 		char name[64], err[256];
@@ -327,6 +381,35 @@ static int render_inputs(const struct status *s, struct buf *out)
 	return rc ? -ENOMEM : 0;
 }
 
+/* "client certificate PATH valid until DATE (300d left)". */
+static int render_cert(const struct status *s, const struct status_output *o, struct buf *out)
+{
+	char path[256], date[48], dur[48], err[160];
+
+	if (!o->cert_path[0])
+		return 0;
+	clean(path, sizeof(path), o->cert_path);
+	if (o->cert_error[0]) {
+		clean(err, sizeof(err), o->cert_error);
+		return buf_printf(out, "      client certificate %s: %s\n", path, err);
+	}
+	if (o->cert_not_after_wall_ms <= s->now_wall_ms) {
+		human_date(date, sizeof(date), o->cert_not_after_wall_ms);
+		human_dur(dur, sizeof(dur), s->now_wall_ms - o->cert_not_after_wall_ms);
+		return buf_printf(out, "      client certificate %s EXPIRED on %s (%s ago)\n", path,
+				  date, dur);
+	}
+	if (o->cert_not_before_wall_ms > s->now_wall_ms) {
+		human_date(date, sizeof(date), o->cert_not_before_wall_ms);
+		return buf_printf(out, "      client certificate %s NOT YET VALID: valid from %s\n",
+				  path, date);
+	}
+	human_date(date, sizeof(date), o->cert_not_after_wall_ms);
+	human_dur(dur, sizeof(dur), o->cert_not_after_wall_ms - s->now_wall_ms);
+	return buf_printf(out, "      client certificate %s valid until %s (%s left)\n", path, date,
+			  dur);
+}
+
 static int render_outputs(const struct status *s, struct buf *out)
 {
 	char name[64], type[32], endpoint[256], why[256], age[80], dur[48];
@@ -380,6 +463,7 @@ static int render_outputs(const struct status *s, struct buf *out)
 			rc |= buf_printf(out, ", next retry in %s", dur);
 		}
 		rc |= buf_addc(out, '\n');
+		rc |= render_cert(s, o, out);
 		if (!s->running)
 			continue;
 		rc |= buf_printf(out,
@@ -549,6 +633,14 @@ static void json_outputs(struct status_buf *w, const struct status *s)
 		jw_int(w, "retries", o->retries);
 		jw_int(w, "next_retry_in_ms", o->next_retry_in_ms);
 		jw_double(w, "rate", o->rate);
+		if (o->cert_path[0]) {
+			jw_obj_begin(w, "client_cert");
+			jw_cstr(w, "path", o->cert_path);
+			jw_int(w, "not_before_wall_ms", o->cert_not_before_wall_ms);
+			jw_int(w, "not_after_wall_ms", o->cert_not_after_wall_ms);
+			jw_cstr(w, "error", o->cert_error);
+			jw_obj_end(w);
+		}
 		jw_obj_end(w);
 	}
 	jw_arr_end(w);

@@ -41,6 +41,11 @@ struct status_output {
 	int64_t retries;        /* total retries this run */
 	int64_t next_retry_in_ms; /* -1 = none scheduled */
 	double rate;            /* records/s acknowledged over the last interval */
+	/* The configured client certificate ("" when none): its validity, or
+	 * why it cannot be read. */
+	char cert_path[256];
+	int64_t cert_not_before_wall_ms, cert_not_after_wall_ms;
+	char cert_error[160];
 };
 
 struct status {

@@ -21,6 +21,7 @@
 
 #include "agent.h"
 #include "buf.h"
+#include "certinfo.h"
 #include "config.h"
 #include "control.h"
 #include "log.h"
@@ -353,6 +354,7 @@ static int offline_status(struct ctl *x, struct queue *q, struct status *st)
 			o->backlog_oldest_wall_ms = 0;
 		}
 		o->backlog_bytes = queue_backlog_bytes(q, o->backlog_records);
+		cert_status_fill(oc, o);
 	}
 	st->n_outputs = i;
 	return 0;

@@ -8,6 +8,7 @@ directory and is stopped by the test (nginx by its PID). Python's standard
 library only; zstd bodies are decoded with the zstd command.
 """
 
+import calendar
 import gzip
 import http.server
 import json
@@ -189,8 +190,9 @@ class Receiver:
 
 class TestCA:
     """A CA and certificates made with the openssl command (EC P-256):
-    server (DNS:localhost), client, expired server, wrong-host server, and a
-    second, unrelated CA."""
+    server (DNS:localhost), client (valid 400 days), expired server,
+    not-yet-valid server (valid from 2035), wrong-host server, and a second,
+    unrelated CA."""
 
     def __init__(self, d):
         self.dir = os.path.join(d, "pki")
@@ -198,8 +200,10 @@ class TestCA:
         self.ca = self._ca("ca", "agentd test CA")
         self.other_ca = self._ca("other-ca", "unrelated test CA")
         self.server = self._cert("server", "localhost", "DNS:localhost,IP:127.0.0.1", 30)
-        self.client = self._cert("client", "it-gw", None, 30, client=True)
+        self.client = self._cert("client", "it-gw", None, 400, client=True)
         self.expired = self._cert("expired", "localhost", "DNS:localhost", -1)
+        self.future = self._cert("future", "localhost", "DNS:localhost", None,
+                                 start="20350101000000Z", end="20360101000000Z")
         self.wrong_host = self._cert("wrong-host", "elsewhere.example", "DNS:elsewhere.example", 30)
 
     def _run(self, *args):
@@ -214,7 +218,14 @@ class TestCA:
                   "-subj", "/CN=" + cn)
         return os.path.join(self.dir, name + ".crt")
 
-    def _cert(self, name, cn, san, days, client=False):
+    def not_after(self, cert):
+        """The certificate's notAfter as Unix seconds, read by openssl."""
+        p = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-dateopt", "iso_8601",
+                            "-in", cert], stdout=subprocess.PIPE, check=True, timeout=30)
+        text = p.stdout.decode().strip().split("=", 1)[1]  # 2027-12-27 10:00:00Z
+        return calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M:%SZ"))
+
+    def _cert(self, name, cn, san, days, client=False, start=None, end=None):
         ext = os.path.join(self.dir, name + ".ext")
         lines = ["basicConstraints=CA:FALSE",
                  "extendedKeyUsage=" + ("clientAuth" if client else "serverAuth")]
@@ -223,10 +234,29 @@ class TestCA:
         h.write_file(ext, "\n".join(lines) + "\n")
         self._run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                   "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + cn)
-        # days -1 ends the validity before it starts: an expired certificate.
-        self._run("x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                  "-CAcreateserial", "-out", name + ".crt", "-days", str(days), "-extfile", ext)
+        if start:
+            # openssl x509 cannot set a start date; openssl ca can.
+            self._ca_sign(name, ext, start, end)
+        else:
+            # days -1 ends the validity before it starts: an expired certificate.
+            self._run("x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                      "-CAcreateserial", "-out", name + ".crt", "-days", str(days),
+                      "-extfile", ext)
         return (os.path.join(self.dir, name + ".crt"), os.path.join(self.dir, name + ".key"))
+
+
+    def _ca_sign(self, name, ext, start, end):
+        cnf = os.path.join(self.dir, "ca.cnf")
+        if not os.path.exists(cnf):
+            h.write_file(cnf, "[ca]\ndefault_ca = test\n[test]\ndir = .\n"
+                         "database = index.txt\nnew_certs_dir = .\nserial = ca.serial\n"
+                         "certificate = ca.crt\nprivate_key = ca.key\ndefault_md = sha256\n"
+                         "policy = any\nunique_subject = no\n[any]\ncommonName = supplied\n")
+            h.write_file(os.path.join(self.dir, "index.txt"), "")
+            h.write_file(os.path.join(self.dir, "ca.serial"), "1000\n")
+        self._run("ca", "-batch", "-config", "ca.cnf", "-notext", "-in", name + ".csr",
+                  "-out", name + ".crt", "-startdate", start, "-enddate", end,
+                  "-extfile", ext)
 
 
 class Nginx:

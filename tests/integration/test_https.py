@@ -258,18 +258,20 @@ def certificate_problems_are_refused_with_a_clear_status():
     ca = TestCA(d)
     rcv = Receiver(d).start()
     nginx = Nginx(d, ca, rcv.port, {"good": ca.server, "expired": ca.expired,
-                                    "wronghost": ca.wrong_host}).start()
+                                    "future": ca.future, "wronghost": ca.wrong_host}).start()
     client = "client_cert = %s\nclient_key = %s\n" % ca.client
     agent, writer = start(d, {
         "unknownca": "url = %s\nca_file = %s\n%s" % (nginx.url("good"), ca.other_ca, client),
         "expired": "url = %s\nca_file = %s\n%s" % (nginx.url("expired"), ca.ca, client),
         "wronghost": "url = %s\nca_file = %s\n%s" % (nginx.url("wronghost"), ca.ca, client),
+        "future": "url = %s\nca_file = %s\n%s" % (nginx.url("future"), ca.ca, client),
         "nocert": "url = %s\nca_file = %s\n" % (nginx.url("good"), ca.ca),
     })
     writer.write(5)
     want = {
         "unknownca": "TLS: server certificate not trusted (unknown CA; check ca_file)",
-        "expired": "TLS: certificate of localhost has expired or is not yet valid (check the clock)",
+        "expired": "TLS: certificate of localhost has expired",
+        "future": "TLS: certificate of localhost is not yet valid",
         "wronghost": "TLS: certificate does not match host localhost",
         "nocert": "HTTP 400: the server requires a client certificate it accepts",
     }
@@ -310,7 +312,7 @@ def bad_configuration_is_refused():
     for i, (keys, msg) in enumerate(cases):
         path = os.path.join(d, "c%d.conf" % i)
         h.write_file(path, config(d, "", {"lake": keys}))
-        p = subprocess.run([h.AGENTD, "--check-config", path], stdout=subprocess.PIPE,
+        p = subprocess.run(h.AGENTD_CMD + ["--check-config", path], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, timeout=10)
         out = p.stdout.decode()
         assert p.returncode == 1 and msg in out, (keys, p.returncode, out)

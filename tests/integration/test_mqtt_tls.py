@@ -6,6 +6,7 @@ silent server (handshake timeout) each reported with their own status."""
 
 import os
 import socket
+import time
 
 import harness as h
 from harness import Agent, Broker, Lake, SensorWriter, test
@@ -138,14 +139,26 @@ def mutual_tls_is_enforced():
     assert "output nocert not connected" in agent.status_text()
     assert outs["nocert"]["backlog_records"] == 20, outs["nocert"]
     assert agent.dlq() == []
+    # The client certificate's end date, as openssl reads it, in status.
+    end = ca.not_after(ca.client[0])
+    cert = outs["mtls"]["client_cert"]
+    assert cert["path"] == ca.client[0] and cert["error"] == "", cert
+    assert cert["not_after_wall_ms"] == end * 1000, (cert, end)
+    assert "client_cert" not in outs["nocert"], outs["nocert"]
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end))
+    text = agent.status_text()
+    assert "client certificate %s valid until %s" % (ca.client[0], date) in text, text
     agent.stop()
+    # agentctl reads it from the config file when agentd is down.
+    rc, out, _ = agent.ctl("status")
+    assert rc == 3 and "client certificate %s valid until %s" % (ca.client[0], date) in out, out
 
 
 @test
 def certificate_problems_have_clear_status():
     d = h.tmpdir()
     ca = TestCA(d)
-    good, expired, wrong = h.free_port(), h.free_port(), h.free_port()
+    good, expired, wrong, future = h.free_port(), h.free_port(), h.free_port(), h.free_port()
     h.write_file(os.path.join(d, "empty"), "")
     # A server that accepts TCP connections and never says anything.
     silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -155,11 +168,13 @@ def certificate_problems_have_clear_status():
     silent_port = silent.getsockname()[1]
     start_broker(d, [(good, tls_listener(good, ca, ca.server)),
                      (expired, tls_listener(expired, ca, ca.expired)),
-                     (wrong, tls_listener(wrong, ca, ca.wrong_host))])
+                     (wrong, tls_listener(wrong, ca, ca.wrong_host)),
+                     (future, tls_listener(future, ca, ca.future))])
     agent, writer = start_agent(d, {
         "unknownca": "url = mqtts://localhost:%d\nca_file = %s\n" % (good, ca.other_ca),
         "expired": "url = mqtts://localhost:%d\nca_file = %s\n" % (expired, ca.ca),
         "wronghost": "url = mqtts://localhost:%d\nca_file = %s\n" % (wrong, ca.ca),
+        "future": "url = mqtts://localhost:%d\nca_file = %s\n" % (future, ca.ca),
         "silent": "url = mqtts://127.0.0.1:%d\nca_file = %s\ntls_server_name = localhost\n" % (
                       silent_port, ca.ca),
     })
@@ -168,6 +183,7 @@ def certificate_problems_have_clear_status():
         "unknownca": "TLS: server certificate not trusted (unknown CA; check ca_file)",
         "expired": "TLS: certificate of localhost has expired",
         "wronghost": "TLS: certificate does not match host localhost",
+        "future": "TLS: certificate of localhost is not yet valid",
         "silent": "TLS: no handshake with 127.0.0.1:%d within 2 s" % silent_port,
     }
     outs = wait_whys(agent, want)
@@ -178,6 +194,34 @@ def certificate_problems_have_clear_status():
         assert "output %s not connected" % n in text, text
     log = agent.log_text()
     assert "unknown CA" in log and "has expired" in log and "does not match host" in log, log
+    assert "is not yet valid" in log, log
+    agent.stop()
+
+
+@test
+def client_certificate_problems_in_status():
+    """An expired or not-yet-valid client certificate is a PROBLEM line in
+    status, even while the server (which asks for none) lets the agent in."""
+    d = h.tmpdir()
+    ca = TestCA(d)
+    port = h.free_port()
+    broker = start_broker(d, [(port, tls_listener(port, ca, ca.server))])
+    lake = Lake(broker, "lake/#").start()
+    agent, writer = start_agent(d, {
+        "old": "url = mqtts://localhost:%d\nca_file = %s\nclient_cert = %s\nclient_key = %s\n"
+               % ((port, ca.ca) + ca.expired),
+        "early": "url = mqtts://localhost:%d\nca_file = %s\nclient_cert = %s\nclient_key = %s\n"
+                 % ((port, ca.ca) + ca.future),
+    })
+    writer.write(10)
+    lake.wait_ids(writer.ids)
+    text = agent.status_text()
+    assert "PROBLEM: output old: client certificate %s expired on" % ca.expired[0] in text, text
+    assert ("PROBLEM: output early: client certificate %s is not valid until 2035-01-01 00:00 UTC"
+            % ca.future[0]) in text, text
+    assert "NOT YET VALID: valid from 2035-01-01 00:00 UTC" in text, text
+    assert not agent.status()["health"]["ok"]
+    assert "client_cert %s expired on" % ca.expired[0] in agent.log_text()
     agent.stop()
 
 
@@ -198,7 +242,7 @@ def tls_settings_are_checked_at_start():
         h.write_file(conf, "[agent]\nid = x\nstate_dir = %s/state\n\n%s\n[output lake]\n"
                      "type = mqtt\n%s" % (sub, h.tail_input("s", os.path.join(sub, "in.log")),
                                            keys))
-        p = h.subprocess.run([h.AGENTD, "-c", conf], stdout=h.subprocess.PIPE,
+        p = h.subprocess.run(h.AGENTD_CMD + ["-c", conf], stdout=h.subprocess.PIPE,
                              stderr=h.subprocess.STDOUT, timeout=20,
                              stdin=h.subprocess.DEVNULL)
         out = p.stdout.decode("utf-8", "replace")

@@ -425,6 +425,59 @@ TEST(test_no_memory)
 
 static size_t mem_before;
 
+/* The client certificate's dates: a line under its output, and a verdict
+ * line when it is expired, not yet valid or within a month of its end. */
+TEST(test_client_certificate)
+{
+	struct buf text = BUF_INIT, json = BUF_INIT;
+	struct status s;
+	struct status_output *o = &outputs[0];
+
+	base(&s);
+	snprintf(o->cert_path, sizeof(o->cert_path), "/etc/agentd/gw-01.crt");
+	o->cert_not_before_wall_ms = NOW - 10 * 24 * 60 * MIN;
+	o->cert_not_after_wall_ms = NOW + 300LL * 24 * 60 * MIN + 90 * MIN; /* 2025-02-25 13:30 */
+	check_case("client_cert_valid", &s, &text, &json);
+	CHECK(has(&text, "client certificate /etc/agentd/gw-01.crt valid until 2025-02-25 13:30 UTC (300d01h left)\n"));
+	CHECK(has(&text, "\nOK: data is flowing\n"));
+	CHECK(!strstr(text.p, "WARNING"));
+	CHECK(has(&json, "\"client_cert\":{\"path\":\"/etc/agentd/gw-01.crt\""));
+	CHECK(has(&json, "\"not_after_wall_ms\":1740490200000"));
+	buf_release(&text);
+	buf_release(&json);
+
+	o->cert_not_after_wall_ms = NOW + 12LL * 24 * 60 * MIN;
+	CHECK_EQ_INT(status_render_text(&s, &text), 0);
+	REQUIRE(text.p);
+	CHECK(has(&text, "WARNING: output lake: client certificate /etc/agentd/gw-01.crt expires in 12d00h (2024-05-13 12:00 UTC); renew it\n"));
+	CHECK(has(&text, "\nOK: data is flowing\n"));
+	buf_release(&text);
+
+	o->cert_not_after_wall_ms = NOW - 3LL * 24 * 60 * MIN;
+	check_case("client_cert_expired", &s, &text, &json);
+	CHECK(has(&text, "PROBLEM: output lake: client certificate /etc/agentd/gw-01.crt expired on 2024-04-28 12:00 UTC; the server will refuse it"));
+	CHECK(has(&text, "client certificate /etc/agentd/gw-01.crt EXPIRED on 2024-04-28 12:00 UTC (3d00h ago)\n"));
+	CHECK(!strstr(text.p, "OK:"));
+	CHECK(has(&json, "\"ok\":false"));
+	buf_release(&text);
+	buf_release(&json);
+
+	/* A gateway whose clock is behind sees its certificate as not yet valid. */
+	o->cert_not_before_wall_ms = NOW + 400LL * 24 * 60 * MIN;
+	o->cert_not_after_wall_ms = NOW + 800LL * 24 * 60 * MIN;
+	CHECK_EQ_INT(status_render_text(&s, &text), 0);
+	REQUIRE(text.p);
+	CHECK(has(&text, "PROBLEM: output lake: client certificate /etc/agentd/gw-01.crt is not valid until 2025-06-05 12:00 UTC (is this gateway's clock right?)\n"));
+	CHECK(has(&text, "NOT YET VALID: valid from 2025-06-05 12:00 UTC\n"));
+	buf_release(&text);
+
+	snprintf(o->cert_error, sizeof(o->cert_error), "cannot read /etc/agentd/gw-01.crt");
+	CHECK_EQ_INT(status_render_text(&s, &text), 0);
+	REQUIRE(text.p);
+	CHECK(has(&text, "PROBLEM: output lake: client certificate /etc/agentd/gw-01.crt: cannot read /etc/agentd/gw-01.crt\n"));
+	buf_release(&text);
+}
+
 TEST(test_no_leaks)
 {
 	CHECK_EQ_INT(mem_in_use(), mem_before);
@@ -440,6 +493,7 @@ int main(void)
 	RUN(test_corruption_recovered);
 	RUN(test_hostile_strings);
 	RUN(test_no_memory);
+	RUN(test_client_certificate);
 	RUN(test_no_leaks);
 	TEST_END();
 }
