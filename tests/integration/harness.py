@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -28,8 +29,17 @@ import traceback
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _O = os.environ.get("O", "build")
 BUILD = _O if os.path.isabs(_O) else os.path.join(ROOT, _O)
-AGENTD = os.path.join(BUILD, "agentd")
-AGENTCTL = os.path.join(BUILD, "agentctl")
+# AGENT_BIN: where agentd and agentctl are (default: the build directory),
+# e.g. build/static/aarch64; AGENT_RUN: a command that runs them, e.g.
+# qemu-aarch64-static for another architecture's binaries. The lake's
+# decoder (agent-decode) is always the build machine's own.
+_BIN = os.environ.get("AGENT_BIN") or BUILD
+_BIN = _BIN if os.path.isabs(_BIN) else os.path.join(ROOT, _BIN)
+AGENTD = os.path.join(_BIN, "agentd")
+AGENTCTL = os.path.join(_BIN, "agentctl")
+RUN = shlex.split(os.environ.get("AGENT_RUN", ""))
+AGENTD_CMD = RUN + [AGENTD]
+AGENTCTL_CMD = RUN + [AGENTCTL]
 DECODE = os.path.join(BUILD, "agent-decode")
 MOSQUITTO = "/usr/sbin/mosquitto"
 
@@ -448,7 +458,7 @@ class Lake:
 # ---------------------------------------------------------------- agentd
 
 def agentctl(args, conf=None, timeout=20, sock=None):
-    cmd = [AGENTCTL]
+    cmd = list(AGENTCTL_CMD)
     if conf:
         cmd += ["-c", conf]
     if sock:
@@ -510,7 +520,7 @@ class Agent:
         with open(self.log, "ab") as log:
             log.write(b"==== start\n")
             log.flush()
-            self.proc = subprocess.Popen([AGENTD, "-c", self.conf], stdout=log, stderr=log,
+            self.proc = subprocess.Popen(AGENTD_CMD + ["-c", self.conf], stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL)
         if wait:
             def up():

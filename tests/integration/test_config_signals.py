@@ -60,7 +60,7 @@ def line_of(text, marker):
 
 
 def check_config(path):
-    p = subprocess.run([h.AGENTD, "--check-config", path], stdout=subprocess.PIPE,
+    p = subprocess.run(h.AGENTD_CMD + ["--check-config", path], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=20, stdin=subprocess.DEVNULL)
     return p.returncode, p.stdout.decode() + p.stderr.decode()
 
@@ -107,7 +107,7 @@ def agentd_refuses_to_start_with_a_broken_config():
         line = line_of(text, marker)
         h.write_file(path, text)
         t0 = time.monotonic()
-        p = subprocess.run([h.AGENTD, "-c", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        p = subprocess.run(h.AGENTD_CMD + ["-c", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=20, stdin=subprocess.DEVNULL)
         err = p.stderr.decode()
         assert p.returncode != 0, "%s: agentd started (exit %d)" % (name, p.returncode)

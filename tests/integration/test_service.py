@@ -43,7 +43,7 @@ def ready_watchdog_reload_and_stop_are_notified():
     env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="200000")
     log = open(os.path.join(d, "agentd.log"), "wb")
     h.show_log_on_failure("agentd", os.path.join(d, "agentd.log"))
-    proc = subprocess.Popen([h.AGENTD, "-c", conf], env=env, stdout=log, stderr=log,
+    proc = subprocess.Popen(h.AGENTD_CMD + ["-c", conf], env=env, stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL)
     log.close()
     h.on_cleanup("agentd", lambda: proc.poll() is None and (proc.kill(), proc.wait()))
