@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/timex.h>
 #include <unistd.h>
@@ -15,6 +16,11 @@
 #include "log.h"
 #include "mem.h"
 #include "outputs.h"
+
+/* Queue stamps, retry deadlines and certificate dates are time_t: a 32-bit
+ * time_t ends in 2038, within the life of a gateway installed today. musl
+ * and 64-bit glibc have 64 bits; 32-bit glibc needs _TIME_BITS=64. */
+_Static_assert(sizeof(time_t) >= 8, "time_t must have 64 bits (build with -D_TIME_BITS=64)");
 
 #define TICK_MS 1000
 /* 2025-01-01T00:00:00Z: a wall clock before this has never been set. */
