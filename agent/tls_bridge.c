@@ -9,12 +9,15 @@
  * loop callbacks. Verification is always on, TLS 1.2 is the minimum and the
  * host name is checked (mbedTLS 2.28 matches DNS names only).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -471,6 +474,42 @@ void tls_bridge_reset(struct tls_bridge *b)
 		close_all(b, true);
 }
 
+/* The private directories are /tmp/agentd-tls-PID-XXXXXX. A process that
+ * was killed (SIGKILL, power cut with a persistent /tmp) cannot remove its
+ * own; the next bridge removes those of this user whose process is gone. */
+#define DIR_PREFIX "/tmp/agentd-tls-"
+
+static void sweep_stale_dirs(void)
+{
+	char path[300];
+	struct dirent *e;
+	struct stat st;
+	DIR *d = opendir("/tmp");
+	long pid;
+	char *end;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, "agentd-tls-", 11) || strlen(e->d_name) > 64)
+			continue;
+		pid = strtol(e->d_name + 11, &end, 10);
+		if (pid <= 0 || *end != '-' || pid == getpid())
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		snprintf(path, sizeof(path), "/tmp/%s", e->d_name);
+		if (lstat(path, &st) || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+			continue;
+		snprintf(path, sizeof(path), "/tmp/%s/s", e->d_name);
+		unlink(path);
+		snprintf(path, sizeof(path), "/tmp/%s", e->d_name);
+		if (!rmdir(path))
+			log_info("removed %s, left by a stopped agentd (pid %ld)", path, pid);
+	}
+	closedir(d);
+}
+
 int tls_bridge_new(struct loop *l, const struct tls_bridge_conf *c, tls_bridge_cb cb, void *arg,
 		   struct tls_bridge **out, char *err, size_t errlen)
 {
@@ -565,7 +604,8 @@ int tls_bridge_new(struct loop *l, const struct tls_bridge_conf *c, tls_bridge_c
 		}
 	}
 
-	snprintf(b->dir, sizeof(b->dir), "/tmp/agentd-tls-XXXXXX");
+	sweep_stale_dirs();
+	snprintf(b->dir, sizeof(b->dir), "%s%d-XXXXXX", DIR_PREFIX, (int)getpid());
 	if (!mkdtemp(b->dir)) {
 		rc = -errno;
 		snprintf(err, errlen, "TLS: cannot make a private directory in /tmp: %s",

@@ -4,6 +4,7 @@ delivery, mutual TLS enforced (no client certificate: refused, shown in
 status), and certificate problems (unknown CA, expired, wrong host) and a
 silent server (handshake timeout) each reported with their own status."""
 
+import glob
 import os
 import socket
 import time
@@ -94,6 +95,34 @@ def delivery_over_tls():
     lake.wait_ids(writer.ids)
     assert agent.output("lake")["connected"]
     agent.stop()
+
+
+@test
+def a_killed_agent_leaves_no_private_directory_behind():
+    """The bridge's Unix socket lives in /tmp/agentd-tls-PID-XXXXXX. After a
+    SIGKILL the directory stays; the next agentd removes it."""
+    d = h.tmpdir()
+    ca = TestCA(d)
+    port = h.free_port()
+    broker = start_broker(d, [(port, tls_listener(port, ca, ca.server))])
+    lake = Lake(broker, "lake/#").start()
+    agent, writer = start_agent(d, {"lake": "url = mqtts://localhost:%d\nca_file = %s\n" % (
+        port, ca.ca)})
+    writer.write(20)
+    lake.wait_ids(writer.ids)
+    pid = agent.proc.pid
+    left = glob.glob("/tmp/agentd-tls-%d-*" % pid)
+    assert len(left) == 1 and os.path.isdir(left[0]), left
+    agent.kill()
+    assert os.path.isdir(left[0]), "SIGKILL cannot clean up; the next start must"
+    agent.start()
+    writer.write(20)
+    lake.wait_ids(writer.ids)
+    assert not os.path.exists(left[0]), left
+    assert "removed %s, left by a stopped agentd" % left[0] in agent.log_text()
+    assert len(glob.glob("/tmp/agentd-tls-%d-*" % agent.proc.pid)) == 1
+    agent.stop()
+    assert glob.glob("/tmp/agentd-tls-%d-*" % pid) == []
 
 
 @test
