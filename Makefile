@@ -7,6 +7,10 @@
 #   make bench                tail -> queue -> MQTT benchmark (not a test)
 #   make O=build-asan/ ...    out-of-tree build directory
 #   make RELEASE=1            lenient flags (-O2, no -Werror)
+#   make static TARGET=aarch64|armhf|armel|x86_64
+#                             fully static musl binaries in build/static/TARGET
+#   make deb TARGET=aarch64|armhf   a Debian package of them
+#   make static-check         every target, sizes, tests under qemu, packages
 
 # ---- feature switches and toolchain -------------------------------------
 O        ?= build
@@ -26,7 +30,8 @@ ifneq ($(SANITIZE),)
 CFLAGS_SAN  = -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS_SAN = -fsanitize=$(SANITIZE)
 endif
-CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_DEV) $(CFLAGS_SAN)
+# TARGET_CFLAGS: added last, by the static builds (ports/static/build).
+CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_DEV) $(CFLAGS_SAN) $(TARGET_CFLAGS)
 LDFLAGS += $(LDFLAGS_SAN)
 LIBS    ?= -lmosquitto -lcurl -lsqlite3 -lzstd -lz -lmbedtls -lmbedx509 -lmbedcrypto -lm
 
@@ -97,13 +102,29 @@ demo: all
 bench: all $(O)/bench-load
 	@O=$(O) tools/bench
 
+static:
+	@ports/static/build $(TARGET)
+
+# The package is checked too: the packaged agentd, run through qemu for
+# other CPUs, must accept the packaged config.
+QEMU_aarch64 = qemu-aarch64-static
+QEMU_armhf   = qemu-arm-static -cpu cortex-a7
+QEMU_armel   = qemu-arm-static -cpu arm1176
+
+deb: static
+	@deb=$$(ports/debian/build-deb $(TARGET)) && \
+	RUN_WRAPPER="$(QEMU_$(TARGET))" ports/debian/check-deb "$$deb"
+
+static-check: all
+	@ports/static/check
+
 docs: all
 	@O=$(O) tools/gen-docs
 
 clean:
 	rm -rf $(O)
 
--include $(shell find $(O) -name '*.d' 2>/dev/null)
+-include $(shell find $(O) -path '$(O)/static' -prune -o -type f -name '*.d' -print 2>/dev/null)
 
-.PHONY: all deps tests test check unit demo bench docs clean
+.PHONY: all deps tests test check unit demo bench docs static deb static-check clean
 .SECONDARY:

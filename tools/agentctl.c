@@ -513,8 +513,14 @@ int main(int argc, char **argv)
 	const struct command *cmd = NULL;
 	int opt, ex;
 
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+
 	log_set_level(LOGL_WARN);
-	while ((opt = getopt(argc, argv, "+c:s:hV")) != -1) {
+	while ((opt = getopt_long(argc, argv, "+c:s:hV", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			x.config_path = optarg;
