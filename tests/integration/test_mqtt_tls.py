@@ -64,8 +64,9 @@ def wait_whys(agent, want, timeout=20):
                                              for o in agent.status()["outputs"]])
 
 
-@test
-def delivery_over_tls():
+def one_tls_output():
+    """A broker with one TLS listener, the lake, and an agent with one mqtts
+    output "lake" to it."""
     d = h.tmpdir()
     ca = TestCA(d)
     port = h.free_port()
@@ -73,6 +74,12 @@ def delivery_over_tls():
     lake = Lake(broker, "lake/#").start()
     agent, writer = start_agent(d, {"lake": "url = mqtts://localhost:%d\nca_file = %s\n" % (
         port, ca.ca)})
+    return port, broker, lake, agent, writer
+
+
+@test
+def delivery_over_tls():
+    port, broker, lake, agent, writer = one_tls_output()
     writer.write(50)
     lake.wait_ids(writer.ids)
     o = agent.output("lake")
@@ -101,13 +108,7 @@ def delivery_over_tls():
 def a_killed_agent_leaves_no_private_directory_behind():
     """The bridge's Unix socket lives in /tmp/agentd-tls-PID-XXXXXX. After a
     SIGKILL the directory stays; the next agentd removes it."""
-    d = h.tmpdir()
-    ca = TestCA(d)
-    port = h.free_port()
-    broker = start_broker(d, [(port, tls_listener(port, ca, ca.server))])
-    lake = Lake(broker, "lake/#").start()
-    agent, writer = start_agent(d, {"lake": "url = mqtts://localhost:%d\nca_file = %s\n" % (
-        port, ca.ca)})
+    port, broker, lake, agent, writer = one_tls_output()
     writer.write(20)
     lake.wait_ids(writer.ids)
     pid = agent.proc.pid
