@@ -424,10 +424,11 @@ static void fmt_secs(char *out, size_t len, int64_t ms)
 enum verify_cause { VC_OTHER, VC_EXPIRED, VC_FUTURE, VC_UNTRUSTED, VC_HOST };
 
 /* libcurl reports the chain verification result in its TLS library's own
- * terms: mbedTLS's MBEDTLS_X509_BADCERT_* flags (the static builds) or
- * OpenSSL's X509_V_ERR_* codes (a libcurl built on OpenSSL, such as
- * Debian's). */
-static enum verify_cause verify_cause(long v)
+ * terms: on mbedTLS (the static builds) only in its message, which names
+ * the first of MBEDTLS_X509_BADCERT_* flags it checks ("Cert verify failed:
+ * BADCERT_EXPIRED"; CURLINFO_SSL_VERIFYRESULT stays 0), on OpenSSL (such as
+ * Debian's libcurl) as an X509_V_ERR_* code. */
+static enum verify_cause verify_cause(long v, const char *msg)
 {
 	static int mbed = -1;
 
@@ -437,13 +438,13 @@ static enum verify_cause verify_cause(long v)
 		mbed = d && d->ssl_version && strncasecmp(d->ssl_version, "mbedtls", 7) == 0;
 	}
 	if (mbed) {
-		if (v & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
-			return VC_UNTRUSTED;
-		if (v & MBEDTLS_X509_BADCERT_CN_MISMATCH)
-			return VC_HOST;
-		if (v & MBEDTLS_X509_BADCERT_EXPIRED)
+		if ((v & MBEDTLS_X509_BADCERT_EXPIRED) || strstr(msg, "BADCERT_EXPIRED"))
 			return VC_EXPIRED;
-		if (v & MBEDTLS_X509_BADCERT_FUTURE)
+		if ((v & MBEDTLS_X509_BADCERT_CN_MISMATCH) || strstr(msg, "BADCERT_CN_MISMATCH"))
+			return VC_HOST;
+		if ((v & MBEDTLS_X509_BADCERT_NOT_TRUSTED) || strstr(msg, "BADCERT_NOT_TRUSTED"))
+			return VC_UNTRUSTED;
+		if ((v & MBEDTLS_X509_BADCERT_FUTURE) || strstr(msg, "BADCERT_FUTURE"))
 			return VC_FUTURE;
 		return VC_OTHER;
 	}
@@ -509,7 +510,7 @@ static void transport_why(struct out_https *h, struct xfer *x, CURLcode rc, char
 			snprintf(why, len, "TLS: certificate does not match host %s", h->host);
 			break;
 		}
-		switch (verify_cause(verify)) {
+		switch (verify_cause(verify, x->errbuf)) {
 		case VC_EXPIRED:
 			snprintf(why, len, "TLS: certificate of %s has expired (check the clock if "
 				 "it should not have)", h->host);
