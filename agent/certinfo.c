@@ -34,8 +34,11 @@ int cert_file_dates(const char *path, int64_t *not_before_ms, int64_t *not_after
 	int ret;
 
 	mbedtls_x509_crt_init(&crt);
+	/* A positive ret counts entries that were not certificates (a key or
+	 * a comment block in the same file): the first certificate still
+	 * counts. */
 	ret = mbedtls_x509_crt_parse_file(&crt, path);
-	if (ret != 0 || crt.version == 0) {
+	if (ret < 0 || crt.version == 0) {
 		if (ret == MBEDTLS_ERR_PK_FILE_IO_ERROR) {
 			snprintf(err, errlen, "cannot read %s", path);
 		} else {
