@@ -4,7 +4,6 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <time.h>
 
 #include "buf.h"
 #include "mem.h"
@@ -568,40 +567,22 @@ TEST(utf8_matches_reference)
 	CHECK_EQ_INT(mismatches, 0);
 }
 
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-TEST(utf8_is_fast)
+/* The record shapes the agent sees most. (Their cost per record is
+ * measured by make bench, not asserted here.) */
+TEST(utf8_typical_records)
 {
 	char rec[126];
-	volatile bool ok = true;
-	double t0, per;
-	const int iters = 200000;
+	size_t bad = 0;
 
 	memset(rec, 'x', 125);
 	memcpy(rec, "{\"t\":1700000000.123,\"dev\":\"pump-7\",\"v\":", 39);
 	rec[125] = '\0';
-	t0 = now_ns();
-	for (int i = 0; i < iters; i++)
-		ok = ok && utf8_valid(rec, 125, NULL);
-	per = (now_ns() - t0) / iters;
-	printf("utf8_valid: %.1f ns per 125-byte record\n", per);
-	CHECK(ok);
-	CHECK(per < 1000);
-
+	CHECK(utf8_valid(rec, 125, NULL));
 	memcpy(rec + 60, "\xc3\xa9\xe2\x82\xac", 5);
-	t0 = now_ns();
-	for (int i = 0; i < iters; i++)
-		ok = ok && utf8_valid(rec, 125, NULL);
-	per = (now_ns() - t0) / iters;
-	printf("utf8_valid: %.1f ns per 125-byte non-ASCII record\n", per);
-	CHECK(ok);
-	CHECK(per < 1000);
+	CHECK(utf8_valid(rec, 125, NULL));
+	rec[124] = '\xc3'; /* a sequence cut off by the end of the record */
+	CHECK(!utf8_valid(rec, 125, &bad));
+	CHECK_EQ_INT((int)bad, 124);
 }
 
 static const char *const json_good[] = {
@@ -729,22 +710,14 @@ TEST(json_valid_nesting)
 	buf_release(&b);
 }
 
-TEST(json_valid_is_fast)
+TEST(json_valid_typical_record)
 {
 	const char *rec = "{\"t\":1700000000.123,\"dev\":\"pump-7\",\"v\":[21.5,"
 			  "-0.25,3e2],\"ok\":true,\"note\":\"caf\xc3\xa9 \\u00e9\","
 			  "\"n\":null}";
-	volatile bool ok = true;
-	const int iters = 200000;
-	double t0, per;
 
-	t0 = now_ns();
-	for (int i = 0; i < iters; i++)
-		ok = ok && json_valid(rec, strlen(rec), NULL, 0);
-	per = (now_ns() - t0) / iters;
-	printf("json_valid: %.1f ns per %zu-byte record\n", per, strlen(rec));
-	CHECK(ok);
-	CHECK(per < 5000);
+	CHECK(json_valid(rec, strlen(rec), NULL, 0));
+	CHECK(!json_valid(rec, strlen(rec) - 1, NULL, 0));
 }
 
 int main(void)
@@ -762,10 +735,10 @@ int main(void)
 	RUN(jw_oom_is_sticky);
 	RUN(utf8_edge_cases);
 	RUN(utf8_matches_reference);
-	RUN(utf8_is_fast);
+	RUN(utf8_typical_records);
 	RUN(json_valid_tables);
 	RUN(json_valid_reasons);
 	RUN(json_valid_nesting);
-	RUN(json_valid_is_fast);
+	RUN(json_valid_typical_record);
 	TEST_END();
 }
