@@ -992,20 +992,12 @@ static void https_stop(void *state)
 static int https_start(struct output *o, void **statep)
 {
 	const struct https_conf *c = output_type_conf(o);
-	const char *name = output_name(o), *agent = output_agent_id(o);
+	const char *name = output_name(o);
 	struct out_https *h;
 	char err[256];
 	int rc;
 
 	*statep = NULL;
-	if (!agent || !*agent) {
-		log_error("output %s: the agent id is not set", name);
-		return -EINVAL;
-	}
-	if (https_validate(c, err, sizeof(err))) {
-		log_error("output %s: %s", name, err);
-		return -EINVAL;
-	}
 	h = xcalloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;

@@ -1048,14 +1048,6 @@ static int mqtt_start(struct output *o, void **statep)
 	int rc;
 
 	*statep = NULL;
-	if (!agent || !*agent) {
-		log_error("output %s: the agent id is not set", name);
-		return -EINVAL;
-	}
-	if (mqtt_validate(c, err, sizeof(err))) {
-		log_error("output %s: %s", name, err);
-		return -EINVAL;
-	}
 	m = xcalloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;

@@ -886,20 +886,12 @@ out_free:
 static int s3_start(struct output *o, void **statep)
 {
 	const struct s3_conf *c = output_type_conf(o);
-	const char *name = output_name(o), *agent = output_agent_id(o);
+	const char *name = output_name(o);
 	struct out_s3 *s;
 	char err[WHY_LEN], host[256];
 	int rc;
 
 	*statep = NULL;
-	if (!agent || !*agent) {
-		log_error("output %s: the agent id is not set", name);
-		return -EINVAL;
-	}
-	if (s3_validate(c, err, sizeof(err))) {
-		log_error("output %s: %s", name, err);
-		return -EINVAL;
-	}
 	s = xcalloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;

@@ -187,6 +187,8 @@ static int replay_cb(int64_t first, int64_t last, void *arg)
 
 int output_start(struct output *o)
 {
+	const char *agent = output_agent_id(o);
+	char why[256];
 	int rc;
 
 	o->cursor = queue_cursor(o->a->q, o->conf->name);
@@ -197,7 +199,17 @@ int output_start(struct output *o)
 	if (o->n_replay)
 		log_info("output %s: sending %d unfinished batch%s again as they were", o->conf->name,
 			 o->n_replay, o->n_replay == 1 ? "" : "es");
-	rc = o->t->start(o, &o->state);
+	/* The config loader has checked both already; this guards a start
+	 * from anywhere else, once for every output type. */
+	if (!agent || !*agent) {
+		log_error("output %s: the agent id is not set", o->conf->name);
+		rc = -EINVAL;
+	} else if (o->t->validate && o->t->validate(o->conf->typ, why, sizeof(why))) {
+		log_error("output %s: %s", o->conf->name, why);
+		rc = -EINVAL;
+	} else {
+		rc = o->t->start(o, &o->state);
+	}
 	if (rc) {
 		log_error("output %s: cannot start: %s", o->conf->name, strerror(-rc));
 		snprintf(o->why, sizeof(o->why), "cannot start: %s", strerror(-rc));
