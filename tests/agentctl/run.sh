@@ -146,4 +146,4 @@ if ! diff -u "$EXPECTED" "$T/transcript"; then
 	echo "agentctl transcript: FAILED (UPDATE_TRANSCRIPTS=1 $0 regenerates after an intended change)"
 	exit 1
 fi
-echo "agentctl transcript: 1 passed, 0 failed"
+echo "agentctl transcript: 1 passed, 0 failed, 0 skipped"
