@@ -577,22 +577,27 @@ static int fail_validate(struct parser_state *ps, const struct section *s, const
 			 const struct cfg_key *keys, const char *msg)
 {
 	char name[64], title[96];
-	const char *p = msg, *body = msg;
-	size_t n = 0;
+	const char *body = msg;
 
 	section_title(s, title, sizeof(title));
-	if (!strncmp(p, "key '", 5))
-		p += 5;
-	while (n < sizeof(name) - 1 && (isalnum((unsigned char)p[n]) || p[n] == '_')) {
-		name[n] = p[n];
-		n++;
+	/* "key 'path': ..." names the key path; "key '...' must" (a key
+	 * called key, as in s3) and "url '...'" open with the key itself. */
+	for (int pass = 0; pass < 2; pass++) {
+		const char *p = msg + (pass == 0 && !strncmp(msg, "key '", 5) ? 5 : 0);
+		size_t n = 0;
+
+		while (n < sizeof(name) - 1 && (isalnum((unsigned char)p[n]) || p[n] == '_')) {
+			name[n] = p[n];
+			n++;
+		}
+		name[n] = '\0';
+		if (n && (find_key(generic, name) || find_key(keys, name))) {
+			if (p != msg && !strncmp(p + n, "': ", 3))
+				body = p + n + 3;
+			return fail(ps, entry_line(s, name), "%s key '%s': %s", title, name, body);
+		}
 	}
-	name[n] = '\0';
-	if (!n || (!find_key(generic, name) && !find_key(keys, name)))
-		return fail(ps, s->line, "%s: %s", title, msg);
-	if (p != msg && !strncmp(p + n, "': ", 3))
-		body = p + n + 3;
-	return fail(ps, entry_line(s, name), "%s key '%s': %s", title, name, body);
+	return fail(ps, s->line, "%s: %s", title, msg);
 }
 
 /* The common part of [input NAME] and [output NAME]: the generic keys into

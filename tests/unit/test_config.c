@@ -148,6 +148,9 @@ TEST(test_errors_after_parsing_name_line_and_key)
 	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = mqtt\nclient_key = /k\n"
 	    "url = mqtts://broker\n",
 	    "t.conf:6: [output o] key 'client_key': client_key needs client_cert");
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = s3\nendpoint = https://h\n"
+	    "bucket = b-1\naccess_key_file = /a\nsecret_key_file = /s\nkey = x/{stream}\n",
+	    "t.conf:10: [output o] key 'key': key 'x/{stream}' must contain {batch_id}");
 	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = https\nurl = https://h/x\n"
 	    "headers = Bad Name: v\n",
 	    "t.conf:7: [output o] key 'headers': headers: 'Bad Name' is not a valid header name");
