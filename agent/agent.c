@@ -195,6 +195,7 @@ static int start_pipeline(struct agent *a)
 	size_t i;
 	int rc;
 
+	a->pipeline_start_mono_ms = loop_now_ms();
 	rc = mkdir_p(c->agent.state_dir);
 	if (rc) {
 		log_error("cannot create state_dir %s: %s", c->agent.state_dir, strerror(-rc));
@@ -350,6 +351,11 @@ int agent_status_fill(struct agent *a, struct status *st)
 	st->pid = (int)getpid();
 	st->now_wall_ms = loop_wall_ms();
 	st->uptime_ms = loop_now_ms() - a->start_mono_ms;
+	/* Inputs and outputs, and their counters, are new since the last
+	 * (re)start of the pipeline. */
+	st->counting_ms = loop_now_ms() - a->pipeline_start_mono_ms;
+	if (st->counting_ms < 1)
+		st->counting_ms = 1;
 	snprintf(st->agent_id, sizeof(st->agent_id), "%s", a->cfg->agent.id);
 	snprintf(st->config_path, sizeof(st->config_path), "%s", a->cfg->path);
 	snprintf(st->config_hash, sizeof(st->config_hash), "%s", a->cfg->hash);

@@ -26,6 +26,7 @@ struct agent {
 	size_t n_outputs;
 	struct control *ctl;
 	int64_t start_mono_ms;
+	int64_t pipeline_start_mono_ms; /* inputs and outputs (re)started */
 	bool stopping;
 	bool clock_synced;
 	bool inputs_suspended;  /* a commit failed: refuse records until restart */

@@ -141,6 +141,7 @@ struct parser_state {
 	size_t errlen;
 };
 
+static const char *entry_value(const struct section *s, const char *key);
 static int fail(struct parser_state *ps, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -161,6 +162,8 @@ static int fail(struct parser_state *ps, int line, const char *fmt, ...)
 	return -EINVAL;
 }
 
+/* A number: 0, -EINVAL (not one) or -ERANGE (beyond 64 bits; *out is then
+ * the bound it passed, *rest still set). */
 static int parse_int(const char *v, int64_t *out, const char **rest)
 {
 	char *end;
@@ -170,58 +173,54 @@ static int parse_int(const char *v, int64_t *out, const char **rest)
 	if (!isdigit((unsigned char)v[0]) && !(v[0] == '-' && isdigit((unsigned char)v[1])))
 		return -EINVAL;
 	x = strtoll(v, &end, 10);
-	if (errno)
-		return -EINVAL;
 	*out = x;
 	*rest = end;
-	return 0;
-}
-
-static int mul_ok(int64_t x, int64_t m, int64_t *out)
-{
-	if (x > INT64_MAX / m || x < INT64_MIN / m)
+	if (errno == ERANGE)
 		return -ERANGE;
-	*out = x * m;
-	return 0;
+	return errno ? -EINVAL : 0;
 }
 
-static int parse_size(const char *v, int64_t *out)
+struct unit {
+	const char *s;
+	int64_t m;
+};
+
+static const struct unit size_units[] = {
+	{ "", 1 }, { "b", 1 }, { "k", 1024 }, { "kib", 1024 }, { "kb", 1024 },
+	{ "m", 1 << 20 }, { "mib", 1 << 20 }, { "mb", 1 << 20 },
+	{ "g", 1 << 30 }, { "gib", 1 << 30 }, { "gb", 1 << 30 },
+	{ "t", 1LL << 40 }, { "tib", 1LL << 40 }, { "tb", 1LL << 40 },
+	{ NULL, 0 },
+};
+
+static const struct unit duration_units[] = {
+	{ "", 1 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "min", 60000 },
+	{ "h", 3600000 }, { "d", 86400000 },
+	{ NULL, 0 },
+};
+
+/* A number with a unit of u (case-insensitive when icase): 0, -EINVAL (not
+ * such a value), -EDOM (negative) or -ERANGE (more than 64 bits hold). */
+static int parse_scaled(const char *v, const struct unit *u, bool icase, int64_t *out)
 {
-	static const struct { const char *s; int64_t m; } u[] = {
-		{ "", 1 }, { "b", 1 }, { "k", 1024 }, { "kib", 1024 }, { "kb", 1024 },
-		{ "m", 1 << 20 }, { "mib", 1 << 20 }, { "mb", 1 << 20 },
-		{ "g", 1 << 30 }, { "gib", 1 << 30 }, { "gb", 1 << 30 },
-		{ "t", 1LL << 40 }, { "tib", 1LL << 40 }, { "tb", 1LL << 40 },
-	};
 	const char *rest;
 	int64_t x;
+	int rc = parse_int(v, &x, &rest);
 
-	if (parse_int(v, &x, &rest) || x < 0)
-		return -EINVAL;
+	if (rc == -EINVAL)
+		return rc;
 	while (*rest == ' ')
 		rest++;
-	for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++)
-		if (!strcasecmp(rest, u[i].s))
-			return mul_ok(x, u[i].m, out) ? -EINVAL : 0;
-	return -EINVAL;
-}
-
-static int parse_duration(const char *v, int64_t *out)
-{
-	static const struct { const char *s; int64_t m; } u[] = {
-		{ "", 1 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "min", 60000 },
-		{ "h", 3600000 }, { "d", 86400000 },
-	};
-	const char *rest;
-	int64_t x;
-
-	if (parse_int(v, &x, &rest) || x < 0)
-		return -EINVAL;
-	while (*rest == ' ')
-		rest++;
-	for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++)
-		if (!strcmp(rest, u[i].s))
-			return mul_ok(x, u[i].m, out) ? -EINVAL : 0;
+	for (; u->s; u++) {
+		if (icase ? strcasecmp(rest, u->s) : strcmp(rest, u->s))
+			continue;
+		if (x < 0)
+			return -EDOM;
+		if (rc || x > INT64_MAX / u->m)
+			return -ERANGE;
+		*out = x * u->m;
+		return 0;
+	}
 	return -EINVAL;
 }
 
@@ -232,15 +231,49 @@ static const char *type_hint(enum cfg_type t)
 	case CFG_INT: return "integer";
 	case CFG_SIZE: return "size (e.g. 512KiB, 64MiB, 1GiB)";
 	case CFG_DURATION: return "duration (e.g. 250ms, 5s, 2m, 1h)";
-	case CFG_BOOL: return "boolean (true or false)";
+	case CFG_BOOL: return "boolean (true/false, yes/no, on/off)";
 	case CFG_ENUM: return "one of";
 	}
 	return "value";
 }
 
+/* A bound as the file would write it: the largest unit it is a whole
+ * number of (64MiB, 1h), else bytes or ms. */
+static void format_bound(const struct cfg_key *k, int64_t x, char *out, size_t len)
+{
+	static const struct unit sizes[] = {
+		{ "TiB", 1LL << 40 }, { "GiB", 1 << 30 }, { "MiB", 1 << 20 }, { "KiB", 1024 },
+		{ NULL, 0 },
+	};
+	static const struct unit durations[] = {
+		{ "d", 86400000 }, { "h", 3600000 }, { "m", 60000 }, { "s", 1000 }, { NULL, 0 },
+	};
+	const struct unit *u = k->type == CFG_SIZE ? sizes : k->type == CFG_DURATION ? durations : NULL;
+
+	for (; u && u->s; u++) {
+		if (x && x % u->m == 0) {
+			snprintf(out, len, "%" PRId64 "%s", x / u->m, u->s);
+			return;
+		}
+	}
+	snprintf(out, len, "%" PRId64 "%s%s", x,
+		 k->type == CFG_SIZE ? " bytes" : k->type == CFG_DURATION ? " ms" : "",
+		 x == INT64_MAX && k->type == CFG_SIZE ? " (just under 8 EiB)" : "");
+}
+
+static bool is_word(const char *v, const char *const *words)
+{
+	for (; *words; words++)
+		if (!strcasecmp(v, *words))
+			return true;
+	return false;
+}
+
 int cfg_set(const struct cfg_key *k, void *base, const char *v, char *err, size_t errlen)
 {
-	char *p = (char *)base + k->offset;
+	static const char *const yes[] = { "true", "yes", "on", "1", NULL };
+	static const char *const no[] = { "false", "no", "off", "0", NULL };
+	char *p = (char *)base + k->offset, bound[64];
 	int64_t x = 0;
 	int rc = 0;
 
@@ -255,13 +288,16 @@ int cfg_set(const struct cfg_key *k, void *base, const char *v, char *err, size_
 		return 0;
 	}
 	case CFG_BOOL:
-		if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1"))
+		if (is_word(v, yes)) {
 			*(bool *)p = true;
-		else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "0"))
+			return 0;
+		}
+		if (is_word(v, no)) {
 			*(bool *)p = false;
-		else
-			rc = -EINVAL;
-		break;
+			return 0;
+		}
+		snprintf(err, errlen, "'%s' is not a boolean (use true/false, yes/no, on/off)", v);
+		return -EINVAL;
 	case CFG_ENUM:
 		for (int i = 0; k->enums[i]; i++) {
 			if (!strcmp(v, k->enums[i])) {
@@ -280,31 +316,35 @@ int cfg_set(const struct cfg_key *k, void *base, const char *v, char *err, size_
 		const char *rest;
 
 		rc = parse_int(v, &x, &rest);
-		if (!rc && *rest)
+		if (rc != -EINVAL && *rest)
 			rc = -EINVAL;
 		break;
 	}
 	case CFG_SIZE:
-		rc = parse_size(v, &x);
+		rc = parse_scaled(v, size_units, true, &x);
 		break;
 	case CFG_DURATION:
-		rc = parse_duration(v, &x);
+		rc = parse_scaled(v, duration_units, false, &x);
 		break;
 	}
-	if (rc) {
+	if (rc == -EINVAL) {
 		snprintf(err, errlen, "'%s' is not a valid %s", v, type_hint(k->type));
+		return rc;
+	}
+	if (rc == -EDOM) {
+		snprintf(err, errlen, "'%s' is negative: a %s cannot be", v,
+			 k->type == CFG_SIZE ? "size" : "duration");
 		return -EINVAL;
 	}
-	if (k->type == CFG_BOOL)
-		return 0;
-	if ((k->min || k->max) && (x < k->min || (k->max && x > k->max))) {
-		if (k->max)
-			snprintf(err, errlen, "%s is out of range (%" PRId64 " to %" PRId64 "%s)", v,
-				 k->min, k->max, k->type == CFG_DURATION ? " ms" :
-				 k->type == CFG_SIZE ? " bytes" : "");
-		else
-			snprintf(err, errlen, "%s is below the minimum %" PRId64 "%s", v, k->min,
-				 k->type == CFG_DURATION ? " ms" : k->type == CFG_SIZE ? " bytes" : "");
+	/* Beyond 64 bits, or beyond the key's bounds: say which bound. */
+	if ((rc == -ERANGE && v[0] != '-') || (k->max && x > k->max)) {
+		format_bound(k, k->max ? k->max : INT64_MAX, bound, sizeof(bound));
+		snprintf(err, errlen, "'%s' is too large: the maximum is %s", v, bound);
+		return -EINVAL;
+	}
+	if (rc == -ERANGE || ((k->min || k->max) && x < k->min)) {
+		format_bound(k, k->min || k->max ? k->min : INT64_MIN, bound, sizeof(bound));
+		snprintf(err, errlen, "'%s' is too small: the minimum is %s", v, bound);
 		return -EINVAL;
 	}
 	*(int64_t *)p = x;
@@ -353,10 +393,84 @@ static const struct cfg_key *find_key(const struct cfg_key *keys, const char *na
 	return NULL;
 }
 
-/* Apply every entry of s that one of the tables knows; mark it used. */
+/* Memory ran short while the file was read: that says nothing about the
+ * file, so it must never look like a verdict on it. */
+static int oom(struct parser_state *ps)
+{
+	snprintf(ps->err, ps->errlen, "%s: out of memory: the configuration could not be checked; "
+		 "try again", ps->file);
+	return -ENOMEM;
+}
+
+/* Edit distance (insertions, deletions, changes, swaps of neighbours),
+ * ignoring case; names longer than 63 bytes are never close. */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), d[64][64];
+
+	if (la >= 64 || lb >= 64)
+		return SIZE_MAX;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+			size_t best = d[i - 1][j - 1] + cost;
+
+			if (d[i - 1][j] + 1 < best)
+				best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	}
+	return d[la][lb];
+}
+
+/* Is name a plausible misspelling of want? One slip in a short name, two
+ * in a longer one. */
+static bool close_to(const char *name, const char *want)
+{
+	size_t d = edit_distance(name, want);
+
+	return d <= (strlen(want) > 6 ? 2u : 1u);
+}
+
+/* The key of these tables that name most likely meant, or NULL. */
+static const char *suggest_key(const char *name, const struct cfg_key *a, const struct cfg_key *b)
+{
+	const struct cfg_key *tables[] = { a, b };
+	const char *best = NULL;
+	size_t best_d = SIZE_MAX;
+
+	for (size_t t = 0; t < 2; t++) {
+		for (const struct cfg_key *k = tables[t]; k && k->name; k++) {
+			size_t d = edit_distance(name, k->name);
+
+			if (d < best_d && close_to(name, k->name)) {
+				best = k->name;
+				best_d = d;
+			}
+		}
+	}
+	return best;
+}
+
+static const char *section_title(const struct section *s, char *out, size_t len)
+{
+	snprintf(out, len, "[%s%s%s]", s->kind, s->name[0] ? " " : "", s->name);
+	return out;
+}
+
+/* Apply every entry of s that the table knows; mark it used. */
 static int apply(struct parser_state *ps, struct section *s, const struct cfg_key *keys, void *base)
 {
-	char msg[256];
+	char msg[256], title[96];
 
 	for (size_t i = 0; i < s->n; i++) {
 		const struct cfg_key *k = find_key(keys, s->e[i].key);
@@ -366,29 +480,46 @@ static int apply(struct parser_state *ps, struct section *s, const struct cfg_ke
 			continue;
 		rc = cfg_set(k, base, s->e[i].value, msg, sizeof(msg));
 		if (rc == -ENOMEM)
-			return fail(ps, s->e[i].line, "out of memory");
+			return oom(ps);
 		if (rc)
 			return fail(ps, s->e[i].line, "key '%s': %s", k->name, msg);
 		s->e[i].used = true;
 	}
 	for (const struct cfg_key *k = keys; k && k->name; k++) {
-		bool set = false;
-
-		for (size_t i = 0; i < s->n; i++)
-			set |= !strcmp(s->e[i].key, k->name);
-		if (k->required && !set)
-			return fail(ps, s->line, "[%s%s%s]: missing required key '%s'", s->kind,
-				    s->name[0] ? " " : "", s->name, k->name);
+		if (!k->required || entry_value(s, k->name))
+			continue;
+		/* "drivr = tail" is why 'driver' is missing: name the typo. */
+		for (size_t i = 0; i < s->n; i++) {
+			if (!find_key(keys, s->e[i].key) && close_to(s->e[i].key, k->name))
+				return fail(ps, s->e[i].line,
+					    "unknown key '%s' in %s (did you mean '%s'?): the required "
+					    "key '%s' is missing", s->e[i].key,
+					    section_title(s, title, sizeof(title)), k->name, k->name);
+		}
+		return fail(ps, s->line, "%s: missing required key '%s'",
+			    section_title(s, title, sizeof(title)), k->name);
 	}
 	return 0;
 }
 
-static int check_unused(struct parser_state *ps, const struct section *s, const char *what)
+/* Nothing unknown may remain; a near miss of a key of these tables is named. */
+static int check_unused(struct parser_state *ps, const struct section *s, const struct cfg_key *a,
+			const struct cfg_key *b, const char *what)
 {
-	for (size_t i = 0; i < s->n; i++)
-		if (!s->e[i].used)
-			return fail(ps, s->e[i].line, "unknown key '%s' in [%s%s%s]%s", s->e[i].key,
-				    s->kind, s->name[0] ? " " : "", s->name, what);
+	char title[96];
+
+	for (size_t i = 0; i < s->n; i++) {
+		const char *near;
+
+		if (s->e[i].used)
+			continue;
+		near = suggest_key(s->e[i].key, a, b);
+		section_title(s, title, sizeof(title));
+		if (near)
+			return fail(ps, s->e[i].line, "unknown key '%s' in %s (did you mean '%s'?)",
+				    s->e[i].key, title, near);
+		return fail(ps, s->e[i].line, "unknown key '%s' in %s%s", s->e[i].key, title, what);
+	}
 	return 0;
 }
 
@@ -398,6 +529,15 @@ static const char *entry_value(const struct section *s, const char *key)
 		if (!strcmp(s->e[i].key, key))
 			return s->e[i].value;
 	return NULL;
+}
+
+/* The line a key is set on, or the section's line when it is not set. */
+static int entry_line(const struct section *s, const char *key)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (!strcmp(s->e[i].key, key))
+			return s->e[i].line;
+	return s->line;
 }
 
 static bool valid_name(const char *s)
@@ -429,6 +569,37 @@ static void add_known(struct type_info *ti, const char *name)
 	snprintf(ti->known + n, sizeof(ti->known) - n, "%s%s", n ? ", " : "", name);
 }
 
+/* A driver's or type's check gets only a message buffer, and its messages
+ * open with the key they are about ("url '...' must ...", "key 'path':
+ * ...", "client_key needs client_cert"). Point at that key's line (or the
+ * section's, when the key is not set) and name the key. */
+static int fail_validate(struct parser_state *ps, const struct section *s, const struct cfg_key *generic,
+			 const struct cfg_key *keys, const char *msg)
+{
+	char name[64], title[96];
+	const char *body = msg;
+
+	section_title(s, title, sizeof(title));
+	/* "key 'path': ..." names the key path; "key '...' must" (a key
+	 * called key, as in s3) and "url '...'" open with the key itself. */
+	for (int pass = 0; pass < 2; pass++) {
+		const char *p = msg + (pass == 0 && !strncmp(msg, "key '", 5) ? 5 : 0);
+		size_t n = 0;
+
+		while (n < sizeof(name) - 1 && (isalnum((unsigned char)p[n]) || p[n] == '_')) {
+			name[n] = p[n];
+			n++;
+		}
+		name[n] = '\0';
+		if (n && (find_key(generic, name) || find_key(keys, name))) {
+			if (p != msg && !strncmp(p + n, "': ", 3))
+				body = p + n + 3;
+			return fail(ps, entry_line(s, name), "%s key '%s': %s", title, name, body);
+		}
+	}
+	return fail(ps, s->line, "%s: %s", title, msg);
+}
+
 /* The common part of [input NAME] and [output NAME]: the generic keys into
  * base, then the keys of the driver or type into a new *conf, then nothing
  * unknown may remain and the driver or type checks the whole. */
@@ -439,27 +610,33 @@ static int load_typed(struct parser_state *ps, struct section *s, const struct c
 	char msg[256];
 	int rc;
 
-	if (tname && !ti->found) {
-		for (size_t i = 0; i < s->n; i++)
-			if (!strcmp(s->e[i].key, ti->key))
-				return fail(ps, s->e[i].line, "key '%s': unknown %s '%s' (known: %s)",
-					    ti->key, ti->what, tname, ti->known);
-	}
+	if (tname && !ti->found)
+		return fail(ps, entry_line(s, ti->key), "key '%s': unknown %s '%s' (known: %s)",
+			    ti->key, ti->what, tname, ti->known);
 	rc = apply(ps, s, generic, base);
 	if (rc)
 		return rc;
 	*conf = xcalloc(1, ti->size ? ti->size : 1);
-	if (!*conf || cfg_defaults(ti->keys, *conf))
-		return -ENOMEM;
+	if (!*conf)
+		return oom(ps);
+	rc = cfg_defaults(ti->keys, *conf);
+	if (rc == -ENOMEM)
+		return oom(ps);
+	if (rc)
+		return fail(ps, s->line, "the built-in defaults of %s '%s' are invalid", ti->what, tname);
 	rc = apply(ps, s, ti->keys, *conf);
 	if (rc)
 		return rc;
 	snprintf(msg, sizeof(msg), " (not a key of this %s)", ti->what);
-	rc = check_unused(ps, s, msg);
+	rc = check_unused(ps, s, generic, ti->keys, msg);
 	if (rc)
 		return rc;
-	if (ti->validate && ti->validate(*conf, msg, sizeof(msg)))
-		return fail(ps, s->line, "[%s %s]: %s", s->kind, s->name, msg);
+	msg[0] = '\0';
+	rc = ti->validate ? ti->validate(*conf, msg, sizeof(msg)) : 0;
+	if (rc == -ENOMEM)
+		return oom(ps);
+	if (rc)
+		return fail_validate(ps, s, generic, ti->keys, msg);
 	return 0;
 }
 
@@ -472,14 +649,14 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 	int rc;
 
 	if (!in)
-		return -ENOMEM;
+		return oom(ps);
 	for (tail = &c->inputs; *tail; tail = &(*tail)->next)
 		;
 	*tail = in;
 	c->n_inputs++;
 	in->name = xstrdup(s->name);
 	if (!in->name || cfg_defaults(input_keys, in))
-		return -ENOMEM;
+		return oom(ps);
 	for (int i = 0; driver_registry[i]; i++)
 		add_known(&ti, driver_registry[i]->name);
 	if (d) {
@@ -493,9 +670,10 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 	if (rc)
 		return rc;
 	if (!in->stream && !(in->stream = xstrdup(in->name)))
-		return -ENOMEM;
+		return oom(ps);
 	if (!valid_name(in->stream))
-		return fail(ps, s->line, "[input %s]: key 'stream': '%s' may only hold letters, digits, '-', '_' and '.'",
+		return fail(ps, entry_line(s, "stream"),
+			    "[input %s] key 'stream': '%s' may only hold letters, digits, '-', '_' and '.'",
 			    s->name, in->stream);
 	return 0;
 }
@@ -508,14 +686,14 @@ static int load_output(struct parser_state *ps, struct config *c, struct section
 	const struct output_type *t = tname ? output_type_find(tname) : NULL;
 
 	if (!o)
-		return -ENOMEM;
+		return oom(ps);
 	for (tail = &c->outputs; *tail; tail = &(*tail)->next)
 		;
 	*tail = o;
 	c->n_outputs++;
 	o->name = xstrdup(s->name);
 	if (!o->name || cfg_defaults(output_keys, o))
-		return -ENOMEM;
+		return oom(ps);
 	for (int i = 0; output_types[i]; i++)
 		add_known(&ti, output_types[i]->name);
 	if (t) {
@@ -526,6 +704,18 @@ static int load_output(struct parser_state *ps, struct config *c, struct section
 	}
 	o->out_type = t;
 	return load_typed(ps, s, output_keys, o, &ti, &o->typ);
+}
+
+/* [agent] id and state_dir, checked where they are set. */
+static int check_agent(struct parser_state *ps, const struct section *s, const struct agent_conf *ac)
+{
+	if (ac->id && !valid_name(ac->id))
+		return fail(ps, entry_line(s, "id"),
+			    "[agent] key 'id': '%s' may only hold letters, digits, '-', '_' and '.'", ac->id);
+	if (ac->state_dir[0] != '/')
+		return fail(ps, entry_line(s, "state_dir"),
+			    "[agent] key 'state_dir': '%s' must be an absolute path", ac->state_dir);
+	return 0;
 }
 
 /* Trim blanks in place; strip a trailing comment (# after a blank) unless
@@ -661,8 +851,18 @@ static int parse_sections(struct parser_state *ps, char *text, struct section **
 					goto out_free;
 				}
 			} else {
-				rc = fail(ps, lineno, "unknown section [%s] (known: agent, queue, input NAME, output NAME)",
-					  kind);
+				static const char *const kinds[] = { "agent", "queue", "input", "output", NULL };
+				const char *near = NULL;
+
+				for (int i = 0; kinds[i] && !near; i++)
+					if (close_to(kind, kinds[i]))
+						near = kinds[i];
+				if (near)
+					rc = fail(ps, lineno, "unknown section [%s] (did you mean [%s%s]?)", kind,
+						  near, strcmp(near, "input") && strcmp(near, "output") ? "" : " NAME");
+				else
+					rc = fail(ps, lineno, "unknown section [%s] (known: agent, queue, input NAME, "
+						  "output NAME)", kind);
 				goto out_free;
 			}
 			for (size_t i = 0; i < n; i++) {
@@ -741,7 +941,7 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 		 size_t errlen)
 {
 	struct parser_state ps = { name, err, errlen };
-	struct section *secs = NULL;
+	struct section *secs = NULL, *agent_sec = NULL, no_sec = { .line = 0 };
 	struct config *c;
 	size_t nsec = 0;
 	char *copy;
@@ -771,11 +971,14 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 		if (!strcmp(s->kind, "agent")) {
 			rc = apply(&ps, s, agent_keys, &c->agent);
 			if (!rc)
-				rc = check_unused(&ps, s, "");
+				rc = check_unused(&ps, s, agent_keys, NULL, "");
+			if (!rc)
+				rc = check_agent(&ps, s, &c->agent);
+			agent_sec = s;
 		} else if (!strcmp(s->kind, "queue")) {
 			rc = apply(&ps, s, queue_keys, &c->queue);
 			if (!rc)
-				rc = check_unused(&ps, s, "");
+				rc = check_unused(&ps, s, queue_keys, NULL, "");
 		} else if (!strcmp(s->kind, "input")) {
 			rc = load_input(&ps, c, s);
 		} else {
@@ -784,23 +987,22 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 	}
 	if (rc)
 		goto out_free;
+	if (!agent_sec && (rc = check_agent(&ps, &no_sec, &c->agent)))
+		goto out_free;
 	if (!c->agent.id) {
 		char host[256] = "agent";
 
 		gethostname(host, sizeof(host) - 1);
+		if (!valid_name(host)) {
+			rc = fail(&ps, agent_sec ? agent_sec->line : 0,
+				  "[agent] key 'id' is not set, and the host name '%s' is not a valid id "
+				  "(letters, digits, '-', '_' and '.'): set id", host);
+			goto out_free;
+		}
 		if (!(c->agent.id = xstrdup(host))) {
 			rc = -ENOMEM;
 			goto out_free;
 		}
-	}
-	if (!valid_name(c->agent.id)) {
-		rc = fail(&ps, 0, "[agent] key 'id': '%s' may only hold letters, digits, '-', '_' and '.'",
-			  c->agent.id);
-		goto out_free;
-	}
-	if (c->agent.state_dir[0] != '/') {
-		rc = fail(&ps, 0, "[agent] key 'state_dir': '%s' must be an absolute path", c->agent.state_dir);
-		goto out_free;
 	}
 	if (!c->agent.control_socket) {
 		struct buf b = BUF_INIT;
@@ -822,8 +1024,8 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 	*out = c;
 	c = NULL;
 out_free:
-	if (rc == -ENOMEM && !err[0])
-		snprintf(err, errlen, "%s: out of memory", name);
+	if (rc == -ENOMEM)
+		oom(&ps);
 	for (size_t i = 0; i < nsec; i++)
 		xfree(secs[i].e);
 	xfree(secs);
@@ -858,7 +1060,9 @@ static int read_config_file(const char *path, char **text, size_t *len, char *er
 	}
 	p = xmalloc((size_t)st.st_size + 1);
 	if (!p) {
-		rc = -ENOMEM;
+		struct parser_state ps = { path, err, errlen };
+
+		rc = oom(&ps);
 		goto out_close;
 	}
 	while (got < (size_t)st.st_size) {
@@ -1058,7 +1262,8 @@ static void print_example(FILE *f)
 	const struct output_type *t = output_types[0];
 
 	fprintf(f, "# agentd configuration: every key, with its default commented out.\n"
-		   "# Sizes take KiB/MiB/GiB, durations ms/s/m/h. Validate with\n"
+		   "# Sizes take KiB/MiB/GiB, durations ms/s/m/h, booleans true/false,\n"
+		   "# yes/no or on/off. Validate with\n"
 		   "#   agentd --check-config FILE\n\n[agent]\n");
 	print_keys(f, agent_keys, false, NULL);
 	fprintf(f, "\n[queue]\n");

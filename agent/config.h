@@ -104,8 +104,12 @@ struct config {
 	size_t n_inputs, n_outputs;
 };
 
-/* Load and strictly validate a config file. On error returns -errno or
- * -EINVAL and writes "FILE:LINE: key 'k': problem" into err. */
+/* Load and strictly validate a config file. Returns 0, or:
+ *   -EINVAL  the file is invalid; err says "FILE:LINE: key 'k': problem"
+ *            (an unknown key names the one probably meant)
+ *   -ENOMEM  memory ran short: nothing is known about the file, and err
+ *            says "FILE: out of memory: ..." (never that it is invalid)
+ *   -errno   it cannot be read (-ENOENT, -EACCES, -EFBIG, ...) */
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
 /* Same, from text in memory; `name` is used in messages. */
 int config_parse(const char *text, size_t len, const char *name,
@@ -122,7 +126,8 @@ void config_agent_release(struct agent_conf *ac);
 /* Fill a struct from a key table's defaults (used for sections and tests).
  * Returns 0 or -ENOMEM. */
 int cfg_defaults(const struct cfg_key *keys, void *base);
-/* Parse one value into base per its key. Returns 0 or -EINVAL with err set. */
+/* Parse one value into base per its key. Returns 0, -ENOMEM, or -EINVAL
+ * with err set ("'x' is too large: the maximum is 64MiB", ...). */
 int cfg_set(const struct cfg_key *key, void *base, const char *value,
 	    char *err, size_t errlen);
 /* Free the CFG_STR members of a struct described by keys. */

@@ -4,9 +4,13 @@
  *   agentd --check-config FILE     validate and exit (0 ok, 1 invalid)
  *   agentd --print-config-reference[=markdown|conf]
  *   agentd --version
+ * A command line that cannot be right (unknown option, missing or
+ * unexpected argument) is named and exits 2.
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,50 +64,119 @@ static void on_signal(struct loop *l, int signo, void *arg)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: agentd [-c FILE]              run with FILE (default " DEFAULT_CONFIG ")\n"
+		"usage: agentd [-c FILE]              run with FILE (default " DEFAULT_CONFIG ",\n"
+		"                                     or $AGENTD_CONFIG when set)\n"
 		"       agentd --check-config FILE    validate FILE; exit 0 if valid, 1 if not\n"
 		"       agentd --print-config-reference[=markdown|conf]\n"
 		"       agentd --version\n");
 }
 
+/* A command line that cannot be right: say what is wrong, then how it is
+ * used. Exit status 2. */
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "agentd: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	usage(stderr);
+	return 2;
+}
+
+enum action { ACT_RUN, ACT_CHECK, ACT_REFERENCE, ACT_VERSION, ACT_HELP };
+
+struct cmdline {
+	enum action act;
+	const char *path;       /* -c FILE or --check-config FILE */
+	bool markdown;          /* --print-config-reference */
+};
+
+/* Parse the whole command line before doing anything, so a mistake
+ * anywhere in it is named. Returns 0 or the exit status 2. */
+static int parse_args(int argc, char **argv, struct cmdline *cl)
+{
+	static const char *const flags[] = { "--version", "--help", "-h", NULL };
+
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i], *eq = strchr(arg, '=');
+		size_t n = eq && !strncmp(arg, "--", 2) ? (size_t)(eq - arg) : strlen(arg);
+
+		for (int f = 0; flags[f]; f++)
+			if (eq && n == strlen(flags[f]) && !strncmp(arg, flags[f], n))
+				return bad_usage("option '%s' takes no argument", flags[f]);
+		if (!strcmp(arg, "--version")) {
+			cl->act = ACT_VERSION;
+		} else if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+			cl->act = ACT_HELP;
+		} else if (n == 24 && !strncmp(arg, "--print-config-reference", 24)) {
+			if (eq && strcmp(eq + 1, "markdown") && strcmp(eq + 1, "conf"))
+				return bad_usage("--print-config-reference takes markdown or conf, not '%s'",
+						 eq + 1);
+			cl->act = ACT_REFERENCE;
+			cl->markdown = !eq || !strcmp(eq + 1, "markdown");
+		} else if (n == 14 && !strncmp(arg, "--check-config", 14)) {
+			if (!eq && i + 1 >= argc)
+				return bad_usage("option '%s' needs a FILE argument", "--check-config");
+			cl->act = ACT_CHECK;
+			cl->path = eq ? eq + 1 : argv[++i];
+		} else if (!strcmp(arg, "-c")) {
+			if (i + 1 >= argc)
+				return bad_usage("option '%s' needs a FILE argument", "-c");
+			cl->path = argv[++i];
+		} else if (arg[0] == '-' && arg[1]) {
+			return bad_usage("unknown option '%s'", arg);
+		} else {
+			return bad_usage("unexpected argument '%s'", arg);
+		}
+		if (cl->path && !cl->path[0])
+			return bad_usage("option '%.*s' needs a FILE argument, not an empty one", (int)n, arg);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-	const char *path = DEFAULT_CONFIG;
+	const char *env = getenv("AGENTD_CONFIG");
+	struct cmdline cl = { ACT_RUN, NULL, true };
+	const char *path;
 	struct main_state m;
 	struct config *c = NULL;
 	char err[512];
 	int rc;
 
 	memset(&m, 0, sizeof(m));
-	for (int i = 1; i < argc; i++) {
-		const char *arg = argv[i];
-
-		if (!strcmp(arg, "--version")) {
-			printf("agentd %s\n", AGENT_VERSION);
-			return 0;
-		} else if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
-			usage(stdout);
-			return 0;
-		} else if (!strncmp(arg, "--print-config-reference", 24)) {
-			config_print_reference(stdout, strcmp(arg + 24, "=conf") != 0);
-			return 0;
-		} else if (!strcmp(arg, "--check-config") && i + 1 < argc) {
-			rc = config_load(argv[i + 1], &c, err, sizeof(err));
-			if (rc) {
-				fprintf(stderr, "agentd: %s\n", err);
-				return 1;
-			}
-			printf("%s: valid (%zu input(s), %zu output(s), sha256 %.12s)\n", argv[i + 1],
-			       c->n_inputs, c->n_outputs, c->hash);
-			config_free(c);
-			return 0;
-		} else if (!strcmp(arg, "-c") && i + 1 < argc) {
-			path = argv[++i];
-		} else {
-			usage(stderr);
-			return 2;
+	rc = parse_args(argc, argv, &cl);
+	if (rc)
+		return rc;
+	path = cl.path ? cl.path : env && *env ? env : DEFAULT_CONFIG;
+	switch (cl.act) {
+	case ACT_VERSION:
+		printf("agentd %s\n", AGENT_VERSION);
+		return 0;
+	case ACT_HELP:
+		usage(stdout);
+		return 0;
+	case ACT_REFERENCE:
+		config_print_reference(stdout, cl.markdown);
+		return 0;
+	case ACT_CHECK:
+		rc = config_load(path, &c, err, sizeof(err));
+		if (rc) {
+			fprintf(stderr, "agentd: %s\n", err);
+			return 1;
 		}
+		printf("%s: valid (%zu input(s), %zu output(s), sha256 %.12s)\n", path,
+		       c->n_inputs, c->n_outputs, c->hash);
+		config_free(c);
+		return 0;
+	case ACT_RUN:
+		break;
 	}
 	rc = config_load(path, &c, err, sizeof(err));
 	if (rc) {

@@ -174,6 +174,7 @@ static int parse_url(const char *url, char *scheme, size_t slen, char *host, siz
 		     int *port, char *err, size_t errlen)
 {
 	const char *h, *end, *rest;
+	int rc;
 
 	if (!strncmp(url, "https://", 8)) {
 		snprintf(scheme, slen, "https");
@@ -193,7 +194,12 @@ static int parse_url(const char *url, char *scheme, size_t slen, char *host, siz
 			 "password_file");
 		return -EINVAL;
 	}
-	if (url_host_port(h, host, hostlen, port, &rest))
+	rc = url_host_port(h, host, hostlen, port, &rest);
+	if (rc == -ERANGE) {
+		snprintf(err, errlen, "url '%s': " URL_PORT_RANGE, url);
+		return -EINVAL;
+	}
+	if (rc)
 		goto bad;
 	if (*rest && *rest != '/' && *rest != '?')
 		goto bad;
@@ -311,7 +317,7 @@ static int https_validate(const void *conf, char *err, size_t errlen)
 {
 	const struct https_conf *c = conf;
 	char scheme[8], host[256];
-	int port;
+	int port, rc;
 
 	if (!c->url) {
 		snprintf(err, errlen, "url is required");
@@ -319,8 +325,9 @@ static int https_validate(const void *conf, char *err, size_t errlen)
 	}
 	if (parse_url(c->url, scheme, sizeof(scheme), host, sizeof(host), &port, err, errlen))
 		return -EINVAL;
-	if (c->headers && parse_headers(c->headers, NULL, err, errlen))
-		return -EINVAL;
+	rc = c->headers ? parse_headers(c->headers, NULL, err, errlen) : 0;
+	if (rc)
+		return rc;      /* -ENOMEM stays itself: not a verdict on the config */
 	if (!c->client_cert != !c->client_key) {
 		snprintf(err, errlen, c->client_cert ? "client_cert needs client_key"
 			 : "client_key needs client_cert");

@@ -222,13 +222,19 @@ static int parse_url(const char *url, char *host, size_t hostlen, int *port, boo
 		     char *err, size_t errlen)
 {
 	const char *h, *rest;
+	int rc;
 
 	*tls = !strncmp(url, "mqtts://", 8);
 	if (!*tls && strncmp(url, "mqtt://", 7))
 		goto bad;
 	h = url + (*tls ? 8 : 7);
 	*port = *tls ? MQTTS_DEFAULT_PORT : MQTT_DEFAULT_PORT;
-	if (url_host_port(h, host, hostlen, port, &rest))
+	rc = url_host_port(h, host, hostlen, port, &rest);
+	if (rc == -ERANGE) {
+		snprintf(err, errlen, "url '%s': " URL_PORT_RANGE, url);
+		return -EINVAL;
+	}
+	if (rc)
 		goto bad;
 	if (*rest == '/')
 		rest++;
@@ -305,7 +311,7 @@ static int mqtt_validate(const void *conf, char *err, size_t errlen)
 	unsigned char ip[16];
 	char host[256];
 	bool tls;
-	int port;
+	int port, rc;
 
 	if (!c->url || parse_url(c->url, host, sizeof(host), &port, &tls, err, errlen)) {
 		if (!c->url)
@@ -337,11 +343,11 @@ static int mqtt_validate(const void *conf, char *err, size_t errlen)
 		snprintf(err, errlen, "topic must not be empty");
 		return -EINVAL;
 	}
-	if (check_template("topic", c->topic, true, err, errlen))
-		return -EINVAL;
-	if (c->status_topic && *c->status_topic &&
-	    check_template("status_topic", c->status_topic, false, err, errlen))
-		return -EINVAL;
+	rc = check_template("topic", c->topic, true, err, errlen);
+	if (!rc && c->status_topic && *c->status_topic)
+		rc = check_template("status_topic", c->status_topic, false, err, errlen);
+	if (rc)
+		return rc;      /* -ENOMEM stays itself: not a verdict on the config */
 	if (c->client_id && !*c->client_id) {
 		snprintf(err, errlen, "client_id must not be empty (leave it out for the default)");
 		return -EINVAL;

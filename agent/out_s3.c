@@ -190,7 +190,7 @@ static int parse_endpoint(const char *url, char *scheme, size_t slen, char *host
 			  char *hostport, size_t hplen, char *err, size_t errlen)
 {
 	const char *h, *rest;
-	int port = 0;
+	int port = 0, rc;
 	size_t n;
 
 	if (!strncmp(url, "https://", 8)) {
@@ -202,7 +202,12 @@ static int parse_endpoint(const char *url, char *scheme, size_t slen, char *host
 	} else {
 		goto bad;
 	}
-	if (url_host_port(h, host, hlen, &port, &rest))
+	rc = url_host_port(h, host, hlen, &port, &rest);
+	if (rc == -ERANGE) {
+		snprintf(err, errlen, "endpoint '%s': " URL_PORT_RANGE, url);
+		return -EINVAL;
+	}
+	if (rc)
 		goto bad;
 	n = (size_t)(rest - h);
 	if (n >= hplen)

@@ -346,6 +346,13 @@ static void health_eval(const struct status *s, struct health *h)
 	}
 }
 
+double status_rate(double avg, int64_t count, int64_t counting_ms)
+{
+	if (counting_ms <= 0 || counting_ms >= STATUS_RATE_WARMUP_MS)
+		return avg;
+	return (double)count * 1000.0 / (double)counting_ms;
+}
+
 static int render_inputs(const struct status *s, struct buf *out)
 {
 	char name[64], drv[32], state[128], err[256], age[80], size[48];
@@ -369,7 +376,8 @@ static int render_inputs(const struct status *s, struct buf *out)
 		human_size(size, sizeof(size), in->bytes);
 		rc |= buf_printf(out,
 				 "      %.1f rec/s, %" PRId64 " record%s (%s), last read %s, dlq %" PRId64 ", duplicates %" PRId64 "\n",
-				 in->rate, in->records, pl(in->records), size, age, in->dlq,
+				 status_rate(in->rate, in->records, s->counting_ms), in->records,
+				 pl(in->records), size, age, in->dlq,
 				 in->duplicates);
 		if (in->last_error[0]) {
 			clean(err, sizeof(err), in->last_error);
@@ -471,7 +479,8 @@ static int render_outputs(const struct status *s, struct buf *out)
 				 o->delivered_records, pl(o->delivered_records),
 				 o->delivered_batches,
 				 o->delivered_batches == 1 ? "" : "es",
-				 o->rate, o->dlq_records, o->retries);
+				 status_rate(o->rate, o->delivered_records, s->counting_ms),
+				 o->dlq_records, o->retries);
 	}
 	return rc ? -ENOMEM : 0;
 }
@@ -601,7 +610,7 @@ static void json_inputs(struct status_buf *w, const struct status *s)
 		jw_int(w, "bytes", in->bytes);
 		jw_int(w, "dlq", in->dlq);
 		jw_int(w, "duplicates", in->duplicates);
-		jw_double(w, "rate", in->rate);
+		jw_double(w, "rate", status_rate(in->rate, in->records, s->counting_ms));
 		jw_int(w, "last_read_wall_ms", in->last_read_wall_ms);
 		jw_bool(w, "blocked", in->blocked);
 		jw_obj_end(w);
@@ -632,7 +641,7 @@ static void json_outputs(struct status_buf *w, const struct status *s)
 		jw_int(w, "dlq_records", o->dlq_records);
 		jw_int(w, "retries", o->retries);
 		jw_int(w, "next_retry_in_ms", o->next_retry_in_ms);
-		jw_double(w, "rate", o->rate);
+		jw_double(w, "rate", status_rate(o->rate, o->delivered_records, s->counting_ms));
 		if (o->cert_path[0]) {
 			jw_obj_begin(w, "client_cert");
 			jw_cstr(w, "path", o->cert_path);

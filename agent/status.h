@@ -20,7 +20,7 @@ struct status_input {
 	char last_error[256];   /* "" when none */
 	int64_t last_error_wall_ms;
 	int64_t records, bytes, dlq, duplicates;
-	double rate;            /* records/s over the last interval */
+	double rate;            /* records/s, moving average (see status_rate) */
 	int64_t last_read_wall_ms; /* 0 = never */
 	bool blocked;           /* queue full under on_full = block */
 };
@@ -40,7 +40,7 @@ struct status_output {
 	int64_t dlq_records;
 	int64_t retries;        /* total retries this run */
 	int64_t next_retry_in_ms; /* -1 = none scheduled */
-	double rate;            /* records/s acknowledged over the last interval */
+	double rate;            /* records/s acknowledged, moving average (see status_rate) */
 	/* The configured client certificate ("" when none): its validity, or
 	 * why it cannot be read. */
 	char cert_path[256];
@@ -54,6 +54,9 @@ struct status {
 	int pid;
 	int64_t now_wall_ms;
 	int64_t uptime_ms;
+	/* How long the counters of inputs and outputs have counted (since
+	 * start or the last reload); 0 = unknown. */
+	int64_t counting_ms;
 	char agent_id[64];
 	char config_path[256];
 	char config_hash[65];
@@ -68,7 +71,18 @@ struct status {
 	int n_outputs;
 };
 
-/* Render for people (one screen) or as JSON. Append to out; 0 or -ENOMEM. */
+/* A rate is a short moving average over one-second intervals, which starts
+ * from zero. Until counters have run this long, the rate shown is their
+ * count over the time since they started instead, so a busy agent just
+ * started does not read "0.0 rec/s" beside thousands of records. */
+#define STATUS_RATE_WARMUP_MS 5000
+
+/* The rate to show for `count` records counted for `counting_ms`, given
+ * the moving average `avg` (what struct status_input/output hold). */
+double status_rate(double avg, int64_t count, int64_t counting_ms);
+
+/* Render for people (one screen) or as JSON. Append to out; 0 or -ENOMEM.
+ * Rates are shown per status_rate(). */
 int status_render_text(const struct status *s, struct buf *out);
 int status_render_json(const struct status *s, struct buf *out);
 

@@ -1,4 +1,5 @@
 /* url.c - the host and port part of the URLs in output configs (url.h). */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +31,10 @@ int url_host_port(const char *s, char *host, size_t hostlen, int *port, const ch
 
 		errno = 0;
 		p = strtol(r + 1, &e, 10);
-		if (errno || e == r + 1 || p < 1 || p > 65535)
+		if (e == r + 1 || !isdigit((unsigned char)r[1]))
 			return -EINVAL;
+		if (errno == ERANGE || p < 1 || p > 65535)
+			return -ERANGE;
 		*port = (int)p;
 		r = e;
 	}

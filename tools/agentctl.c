@@ -127,6 +127,11 @@ static void ctl_setup(struct ctl *x)
 		/* A Unix socket path holds at most 107 bytes. */
 		snprintf(x->socket_path, sizeof(x->socket_path), "%.*s/agentd.sock",
 			 (int)(sizeof(x->socket_path) - sizeof("/agentd.sock")), dir);
+	/* Without a config every path below is a guess: say which file was
+	 * looked for and what is used instead, so a wrong guess is seen. */
+	if (rc == -ENOENT)
+		fprintf(stderr, "agentctl: no config file %s: using the defaults (socket %s, queue %s)\n",
+			x->config_path, x->socket_path, x->db_path);
 }
 
 /* Send one line and read the whole answer. Returns 0, or -errno of the
@@ -362,14 +367,19 @@ static int offline_status(struct ctl *x, struct queue *q, struct status *st)
 
 static int cmd_status(struct ctl *x, int argc, char **argv)
 {
-	bool json = argc == 2 && !strcmp(argv[1], "--json");
+	bool json = argc >= 2 && !strcmp(argv[1], "--json");
 	struct buf out = BUF_INIT;
 	struct queue *q = NULL;
 	struct status st;
 	int ex, rc;
 
-	if (argc > 2 || (argc == 2 && !json)) {
-		die_usage("usage: %s", "status [--json]");
+	if (argc >= 2 && !json) {
+		die_usage("status: %s '%s' (usage: status [--json])",
+			  argv[1][0] == '-' ? "unknown option" : "unexpected argument", argv[1]);
+		return EXIT_USAGE;
+	}
+	if (argc > 2) {
+		die_usage("status: unexpected argument '%s' (usage: status [--json])", argv[2]);
 		return EXIT_USAGE;
 	}
 	ex = ask(x, argc, argv);
@@ -460,6 +470,10 @@ static int cmd_simple(struct ctl *x, int argc, char **argv)
 
 static int cmd_version(struct ctl *x, int argc, char **argv)
 {
+	if (argc > 1) {
+		die_usage("'%s' takes no arguments", argv[0]);
+		return EXIT_USAGE;
+	}
 	printf("agentctl %s\n", AGENT_VERSION);
 	return EXIT_OK;
 }
@@ -489,7 +503,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: agentctl [-c CONFIG] [-s SOCKET] COMMAND [ARGS]\n"
 		"\n"
-		"  -c CONFIG   config file (default %s)\n"
+		"  -c CONFIG   config file (default %s, or $AGENTD_CONFIG when set)\n"
 		"  -s SOCKET   control socket (default: agent.control_socket from the config)\n"
 		"\n"
 		"commands:\n", DEFAULT_CONFIG);
@@ -503,8 +517,29 @@ static void usage(FILE *f)
 
 static int cmd_help(struct ctl *x, int argc, char **argv)
 {
+	if (argc > 1) {
+		die_usage("'%s' takes no arguments", argv[0]);
+		return EXIT_USAGE;
+	}
 	usage(stdout);
 	return EXIT_OK;
+}
+
+/* What getopt refused, in words: which option, and what is wrong with it. */
+static int bad_option(int opt, char **argv)
+{
+	const char *arg = argv[optind - 1];
+
+	if (opt == ':')
+		die_usage("option '-%c' needs an argument (%s)", optopt,
+			  optopt == 'c' ? "a config file" : "a socket path");
+	else if (optopt && !strncmp(arg, "--", 2))
+		die_usage("option '%.*s' takes no argument", (int)strcspn(arg, "="), arg);
+	else if (optopt)
+		die_usage("unknown option '-%c'", optopt);
+	else
+		die_usage("unknown option '%s'", arg);
+	return EXIT_USAGE;
 }
 
 int main(int argc, char **argv)
@@ -520,14 +555,24 @@ int main(int argc, char **argv)
 	};
 
 	log_set_level(LOGL_WARN);
-	while ((opt = getopt_long(argc, argv, "+c:s:hV", longopts, NULL)) != -1) {
+	if (getenv("AGENTD_CONFIG") && *getenv("AGENTD_CONFIG"))
+		x.config_path = getenv("AGENTD_CONFIG");
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "+:c:s:hV", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
+		case 's':
+			if (!*optarg) {
+				die_usage("option '-%c' needs %s, not an empty argument", opt,
+					  opt == 'c' ? "a config file" : "a socket path");
+				return EXIT_USAGE;
+			}
+			if (opt == 's') {
+				x.socket_opt = optarg;
+				break;
+			}
 			x.config_path = optarg;
 			x.config_given = true;
-			break;
-		case 's':
-			x.socket_opt = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -535,8 +580,7 @@ int main(int argc, char **argv)
 		case 'V':
 			return cmd_version(&x, 0, NULL);
 		default:
-			usage(stderr);
-			return EXIT_USAGE;
+			return bad_option(opt, argv);
 		}
 	}
 	if (optind >= argc) {

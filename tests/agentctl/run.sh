@@ -75,6 +75,26 @@ run() {
 	echo
 }
 
+# The same without the test config: the command line as given.
+run_bare() {
+	echo "\$ agentctl $*" | mask
+	"$AGENTCTL" "$@" > "$T/out" 2>&1
+	rc=$?
+	mask < "$T/out"
+	echo "[exit $rc]"
+	echo
+}
+
+# agentd's command line: only what it says and its exit code.
+run_agentd() {
+	echo "\$ agentd $*" | mask
+	"$AGENTD" "$@" > "$T/out" 2>&1
+	rc=$?
+	mask < "$T/out" | head -n 3
+	echo "[exit $rc]"
+	echo
+}
+
 # Wait until the condition command succeeds (up to 10 s).
 wait_for() {
 	i=0
@@ -96,7 +116,31 @@ status_settled() {
 		grep -q 'DISCONNECTED: connection refused' "$T/st"
 }
 
+# Where no config file is named, agentctl and agentd look at $AGENTD_CONFIG.
+unset AGENTD_CONFIG
+
 {
+	echo "## command lines that cannot be right"
+	run_agentd --frobnicate
+	run_agentd -x
+	run_agentd --print-config-reference=bogus
+	run_agentd --check-config
+	run_agentd -c
+	run_agentd --version=2
+	run_agentd --help=yes
+	run_agentd "$T/agentd.conf"
+	run_agentd --check-config "$T/agentd.conf" extra
+	run_bare --frobnicate status
+	run_bare -x status
+	run_bare -c
+	run status -s
+	run_bare -s "" status
+	run_bare --help=yes
+	run version 2
+	run help me
+	run status --json extra
+	run ping now
+
 	echo "## no agentd, no queue"
 	run help
 	run version
@@ -125,6 +169,11 @@ status_settled() {
 	run dlq replay 1
 	run dlq list
 
+	echo "## no config file: the defaults, and which file was looked for"
+	(export AGENTD_CONFIG="$T/missing.conf"; run_bare -s "$T/state/agentd.sock" status)
+	(export AGENTD_CONFIG="$T/missing.conf"; run_bare -s "$T/none.sock" ping)
+	run_bare -c "$T/missing.conf" -s "$T/none.sock" ping
+
 	echo "## agentd stopped"
 	kill -TERM "$PID"
 	wait "$PID"
@@ -146,4 +195,4 @@ if ! diff -u "$EXPECTED" "$T/transcript"; then
 	echo "agentctl transcript: FAILED (UPDATE_TRANSCRIPTS=1 $0 regenerates after an intended change)"
 	exit 1
 fi
-echo "agentctl transcript: 1 passed, 0 failed"
+echo "agentctl transcript: 1 passed, 0 failed, 0 skipped"

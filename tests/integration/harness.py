@@ -6,7 +6,10 @@ has a deadline.
 
 A test file defines functions decorated with @test and ends with
 `harness.main()`, which runs them, prints one line per test and the summary
-line "N passed, M failed", and exits non-zero when a test failed.
+line "N passed, M failed, K skipped", and exits 1 when a test failed. A test
+that cannot run here raises Skip("why") (or calls skip("why")): it is
+reported as "SKIP: name: why", never as passed, and a file whose every test
+was skipped exits 77, which tests/run-tests counts as skipped.
 Environment: O (build directory, default build), KEEP=1 keeps the
 temporary directories of failed tests.
 """
@@ -45,9 +48,19 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 
 # ---------------------------------------------------------------- the runner
 
+EXIT_SKIP = 77
+
 _tests = []
 _cleanups = []      # (description, callable), undone in reverse after each test
 _logs = []          # (title, path) shown when a test fails
+
+
+class Skip(Exception):
+    """Raised by a test that cannot run on this machine; the message says why."""
+
+
+def skip(why):
+    raise Skip(why)
 
 
 def test(fn):
@@ -92,18 +105,22 @@ def main():
 
 def _main():
     only = sys.argv[1:]
-    passed = failed = 0
+    passed = failed = skipped = 0
     why = []
     t_all = time.monotonic()
     for fn in _tests:
         if only and fn.__name__ not in only:
             continue
         t0 = time.monotonic()
-        ok = True
+        outcome = "ok"
         try:
             fn()
+        except Skip as e:
+            outcome = "skip"
+            why.append("skipped %s: %s" % (fn.__name__, str(e).strip()))
+            print("SKIP: %s: %s" % (fn.__name__, str(e).strip()))
         except Exception:
-            ok = False
+            outcome = "fail"
             e = sys.exc_info()[1]
             last = "%s: %s" % (type(e).__name__, str(e).strip().replace("\n", " | "))
             why.append("FAIL %s: %s" % (fn.__name__, last[:400]))
@@ -119,17 +136,21 @@ def _main():
         _undo()
         _logs.clear()
         _live_dirs.clear()
-        if ok:
+        if outcome == "ok":
             passed += 1
             print("ok   %s (%.1fs)" % (fn.__name__, time.monotonic() - t0))
+        elif outcome == "skip":
+            skipped += 1
         else:
             failed += 1
         sys.stdout.flush()
     print("(%.1fs)" % (time.monotonic() - t_all))
     for w in why:
         print(w)
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    if failed:
+        sys.exit(1)
+    sys.exit(EXIT_SKIP if skipped and not passed else 0)
 
 
 # ---------------------------------------------------------------- basics

@@ -2,8 +2,11 @@
  *
  * Each tests/unit/test_<module>.c defines TEST(name) functions and lists them
  * in main() with RUN(name). CHECK() records a failure and goes on; REQUIRE()
- * returns from the test. The program prints "N passed, N failed" and exits
- * non-zero on any failure.
+ * returns from the test. SKIP("why") ends a test that cannot run here: it
+ * prints "SKIP: name: why" and counts as skipped, never as passed. The
+ * program prints "N passed, N failed, N skipped" and exits 1 on any failure,
+ * 77 when every test was skipped (tests/run-tests counts that as a skip),
+ * else 0.
  */
 #ifndef TEST_H
 #define TEST_H
@@ -12,8 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define TEST_EXIT_SKIP 77
+
 static int test_failed_checks;
-static int test_passed, test_failed;
+static int test_passed, test_failed, test_skipped;
+static const char *test_current = "";
+static int test_skip_flag;
 
 #define TEST(name) static void name(void)
 
@@ -34,6 +41,16 @@ static int test_passed, test_failed;
 			test_failed_checks++;                                \
 			return;                                              \
 		}                                                            \
+	} while (0)
+
+/* End the current test as skipped; the reason is shown by tests/run-tests. */
+#define SKIP(...)                                                            \
+	do {                                                                 \
+		printf("SKIP: %s: ", test_current);                          \
+		printf(__VA_ARGS__);                                         \
+		printf("\n");                                                \
+		test_skip_flag = 1;                                          \
+		return;                                                      \
 	} while (0)
 
 #define CHECK_EQ_INT(a, b)                                                   \
@@ -60,8 +77,12 @@ static int test_passed, test_failed;
 #define RUN(name)                                                            \
 	do {                                                                 \
 		int before_ = test_failed_checks;                            \
+		test_current = #name;                                        \
+		test_skip_flag = 0;                                          \
 		name();                                                      \
-		if (test_failed_checks == before_) {                         \
+		if (test_failed_checks == before_ && test_skip_flag) {       \
+			test_skipped++;                                      \
+		} else if (test_failed_checks == before_) {                  \
 			test_passed++;                                       \
 		} else {                                                     \
 			test_failed++;                                       \
@@ -71,8 +92,11 @@ static int test_passed, test_failed;
 
 #define TEST_END()                                                           \
 	do {                                                                 \
-		printf("%d passed, %d failed\n", test_passed, test_failed);  \
-		return test_failed ? 1 : 0;                                  \
+		printf("%d passed, %d failed, %d skipped\n", test_passed,    \
+		       test_failed, test_skipped);                           \
+		fflush(stdout);                                              \
+		return test_failed ? 1 : test_skipped && !test_passed        \
+			     ? TEST_EXIT_SKIP : 0;                           \
 	} while (0)
 
 #endif

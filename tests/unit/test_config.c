@@ -10,10 +10,10 @@
 #include "output.h"
 #include "test.h"
 
-#define GOOD                                                                 \
-	"[agent]\nid = gw-01\nstate_dir = /tmp/x\n"                          \
+#define GOOD_IO                                                              \
 	"[input sensors]\ndriver = tail\npath = /tmp/x/*.log\n"              \
 	"[output lake]\ntype = mqtt\n"
+#define GOOD "[agent]\nid = gw-01\nstate_dir = /tmp/x\n" GOOD_IO
 
 static char err[512];
 
@@ -99,11 +99,11 @@ TEST(test_errors_name_line_and_key)
 	bad(GOOD "colour = blue\n", "t.conf:9: unknown key 'colour' in [output lake]");
 	bad("[agent]\nid = a\nid = b\n" GOOD, "t.conf:3: key 'id' set twice (first on line 2)");
 	bad("[queue]\nmax_bytes = lots\n" GOOD, "t.conf:2: key 'max_bytes': 'lots' is not a valid size");
-	bad("[queue]\nmax_bytes = 10\n" GOOD, "t.conf:2: key 'max_bytes': 10 is below the minimum");
+	bad("[queue]\nmax_bytes = 10\n" GOOD, "t.conf:2: key 'max_bytes': '10' is too small: the minimum is 1MiB");
 	bad("[queue]\non_full = panic\n" GOOD,
 	    "t.conf:2: key 'on_full': 'panic' is not one of: drop_oldest, block");
 	bad("[queue]\ncommit_interval = 5 parsecs\n" GOOD, "t.conf:2: key 'commit_interval'");
-	bad("[queue]\ncommit_records = 0\n" GOOD, "key 'commit_records': 0 is out of range");
+	bad("[queue]\ncommit_records = 0\n" GOOD, "t.conf:2: key 'commit_records': '0' is too small: the minimum is 1");
 	bad("[widgets]\n" GOOD, "t.conf:1: unknown section [widgets]");
 	bad("[input]\n" GOOD, "t.conf:1: [input NAME] needs a name");
 	bad("[agent x]\n", "t.conf:1: [agent] takes no name");
@@ -120,10 +120,121 @@ TEST(test_errors_name_line_and_key)
 	bad("[agent]\njust words\n", "t.conf:2: expected 'key = value' or '[section]'");
 	bad("[agent]\nid = \"open\n", "t.conf:2: key 'id': unbalanced or misplaced quote");
 	bad("[agent]\nid = has space\n" "[input s]\ndriver = tail\npath = /x\n[output o]\ntype = mqtt\n",
-	    "[agent] key 'id': 'has space' may only hold");
+	    "t.conf:2: [agent] key 'id': 'has space' may only hold");
 	bad("[agent]\nstate_dir = relative/dir\n[input s]\ndriver = tail\npath = /x\n[output o]\ntype = mqtt\n",
-	    "must be an absolute path");
-	bad(GOOD "url = ftp://x\n", "[output lake]");
+	    "t.conf:2: [agent] key 'state_dir': 'relative/dir' must be an absolute path");
+	bad(GOOD "url = ftp://x\n", "t.conf:9: [output lake] key 'url': url 'ftp://x' must look like");
+}
+
+/* Every error names the file, the line and the key, also those found after
+ * a section was read: the agent's id, a stream name, and what a driver's or
+ * output type's own check says. */
+TEST(test_errors_after_parsing_name_line_and_key)
+{
+	bad("# the agent\n[agent]\nstate_dir = /tmp/x\nid = gw 1/x\n[input s]\ndriver = tail\npath = /x\n"
+	    "[output o]\ntype = mqtt\n",
+	    "t.conf:4: [agent] key 'id': 'gw 1/x' may only hold letters, digits");
+	/* Sections in any order: the check does not wait for the end. */
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = mqtt\n[agent]\nid = a/b\n",
+	    "t.conf:7: [agent] key 'id': 'a/b' may only hold");
+	bad("[input s]\ndriver = tail\npath = /x\nstream = a b\n[output o]\ntype = mqtt\n",
+	    "t.conf:4: [input s] key 'stream': 'a b' may only hold");
+	/* The driver's check: its message is tied to the key's line. */
+	bad("[input s]\ndriver = tail\n\npath = relative.log\n[output o]\ntype = mqtt\n",
+	    "t.conf:4: [input s] key 'path': 'relative.log' is not an absolute path");
+	/* The output type's checks, on a key that is set and on one that is not. */
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = mqtt\nurl = mqtts://10.0.0.1\n",
+	    "t.conf:6: [output o] key 'url': url 'mqtts://10.0.0.1' names the broker by IP address");
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = mqtt\nclient_key = /k\n"
+	    "url = mqtts://broker\n",
+	    "t.conf:6: [output o] key 'client_key': client_key needs client_cert");
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = s3\nendpoint = https://h\n"
+	    "bucket = b-1\naccess_key_file = /a\nsecret_key_file = /s\nkey = x/{stream}\n",
+	    "t.conf:10: [output o] key 'key': key 'x/{stream}' must contain {batch_id}");
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = https\nurl = https://h/x\n"
+	    "headers = Bad Name: v\n",
+	    "t.conf:7: [output o] key 'headers': headers: 'Bad Name' is not a valid header name");
+}
+
+/* A slip of the keyboard is named with the key that was probably meant. */
+TEST(test_unknown_keys_get_a_suggestion)
+{
+	/* A typo in a required key: not only "missing 'driver'". */
+	bad("[input s]\ndrivr = tail\npath = /x\n[output o]\ntype = mqtt\n",
+	    "t.conf:2: unknown key 'drivr' in [input s] (did you mean 'driver'?): the required key "
+	    "'driver' is missing");
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntpye = mqtt\n",
+	    "t.conf:5: unknown key 'tpye' in [output o] (did you mean 'type'?)");
+	bad("[agent]\nstate_dr = /x\n" GOOD_IO, "t.conf:2: unknown key 'state_dr' in [agent] (did you mean 'state_dir'?)");
+	bad("[queue]\nmax-bytes = 1GiB\n" GOOD, "t.conf:2: unknown key 'max-bytes' in [queue] (did you mean 'max_bytes'?)");
+	bad("[queue]\nOn_Full = block\n" GOOD, "(did you mean 'on_full'?)");
+	/* Keys of the driver and of the output type are suggested too. */
+	bad("[input s]\ndriver = tail\npath = /x\nparser = json\nstrem = s\n[output o]\ntype = mqtt\n",
+	    "t.conf:5: unknown key 'strem' in [input s] (did you mean 'stream'?)");
+	bad("[input s]\ndriver = tail\npth = /x\npath = /y\n[output o]\ntype = mqtt\n",
+	    "t.conf:3: unknown key 'pth' in [input s] (did you mean 'path'?)");
+	bad(GOOD "urll = mqtt://x\n", "t.conf:9: unknown key 'urll' in [output lake] (did you mean 'url'?)");
+	bad(GOOD "lingr = 1s\n", "t.conf:9: unknown key 'lingr' in [output lake] (did you mean 'linger'?)");
+	/* Nothing close: no guess. */
+	bad(GOOD "colour = blue\n", "t.conf:9: unknown key 'colour' in [output lake] (not a key of this output type)");
+	bad("[ouptut lake]\n", "t.conf:1: unknown section [ouptut] (did you mean [output NAME]?)");
+}
+
+/* A number too large says so and gives the maximum, for every kind. */
+TEST(test_out_of_range_gives_the_bound)
+{
+	bad("[queue]\nmax_bytes = 99999999999999GiB\n" GOOD,
+	    "t.conf:2: key 'max_bytes': '99999999999999GiB' is too large: the maximum is "
+	    "9223372036854775807 bytes");
+	bad("[queue]\nmax_record_bytes = 65MiB\n" GOOD,
+	    "t.conf:2: key 'max_record_bytes': '65MiB' is too large: the maximum is 64MiB");
+	bad("[queue]\nmax_record_bytes = 99999999999999999999\n" GOOD,
+	    "key 'max_record_bytes': '99999999999999999999' is too large: the maximum is 64MiB");
+	bad("[queue]\ncommit_records = 1000001\n" GOOD,
+	    "t.conf:2: key 'commit_records': '1000001' is too large: the maximum is 1000000");
+	bad("[queue]\ncommit_records = 99999999999999999999\n" GOOD,
+	    "key 'commit_records': '99999999999999999999' is too large: the maximum is 1000000");
+	bad("[queue]\ncommit_records = -99999999999999999999\n" GOOD,
+	    "key 'commit_records': '-99999999999999999999' is too small: the minimum is 1");
+	bad("[queue]\ncommit_interval = 1h\n" GOOD,
+	    "t.conf:2: key 'commit_interval': '1h' is too large: the maximum is 10s");
+	bad("[queue]\ncommit_interval = 9999999999999999d\n" GOOD,
+	    "key 'commit_interval': '9999999999999999d' is too large: the maximum is 10s");
+	bad(GOOD "retry_max = 2d\n", "t.conf:9: key 'retry_max': '2d' is too large: the maximum is 1d");
+	bad(GOOD "retry_base = 5ms\n", "t.conf:9: key 'retry_base': '5ms' is too small: the minimum is 10 ms");
+	bad("[queue]\nmax_bytes = -5MiB\n" GOOD, "key 'max_bytes': '-5MiB' is negative: a size cannot be");
+	bad("[queue]\nmax_bytes = 12 parsecs\n" GOOD, "key 'max_bytes': '12 parsecs' is not a valid size");
+	/* A port out of range in a URL says so. */
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = mqtt\nurl = mqtt://h:70000\n",
+	    "t.conf:6: [output o] key 'url': url 'mqtt://h:70000': the port must be 1 to 65535");
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = https\nurl = https://h:0/x\n",
+	    "t.conf:6: [output o] key 'url': url 'https://h:0/x': the port must be 1 to 65535");
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = s3\nendpoint = https://h:99999999999999999999\n"
+	    "bucket = b-1\naccess_key_file = /a\nsecret_key_file = /s\n",
+	    "t.conf:6: [output o] key 'endpoint': endpoint 'https://h:99999999999999999999': the port must be 1 to 65535");
+	bad("[input s]\ndriver = tail\npath = /x\n[output o]\ntype = mqtt\nurl = mqtt://h:x1\n",
+	    "url 'mqtt://h:x1' must look like mqtt://host:port");
+}
+
+TEST(test_booleans)
+{
+	static const char *const yes[] = { "true", "yes", "on", "1", "TRUE", "Yes", "ON" };
+	static const char *const no[] = { "false", "no", "off", "0", "False", "NO", "Off" };
+	char text[256];
+	struct config *c = NULL;
+
+	for (size_t i = 0; i < 7; i++) {
+		snprintf(text, sizeof(text), "[agent]\ntrust_clock = %s\n" GOOD_IO, yes[i]);
+		REQUIRE(parse(text, &c) == 0);
+		CHECK(c->agent.trust_clock);
+		config_free(c);
+		snprintf(text, sizeof(text), "[agent]\ntrust_clock = %s\n" GOOD_IO, no[i]);
+		REQUIRE(parse(text, &c) == 0);
+		CHECK(!c->agent.trust_clock);
+		config_free(c);
+	}
+	bad("[agent]\ntrust_clock = maybe\n" GOOD_IO,
+	    "t.conf:2: key 'trust_clock': 'maybe' is not a boolean (use true/false, yes/no, on/off)");
 }
 
 TEST(test_binary_garbage)
@@ -174,26 +285,108 @@ TEST(test_same_text_same_hash)
 	config_free(d);
 }
 
+/* Configs that between them reach every allocation of a parse: each
+ * output type's check, more sections and keys than the first allocation
+ * of their arrays holds. */
+static const char *const oom_texts[] = {
+	GOOD,
+	"[agent]\nid = gw-01\nstate_dir = /tmp/x\ncontrol_socket = /tmp/x/s\nlog_level = debug\n"
+	"trust_clock = yes\n[queue]\nmax_bytes = 2GiB\non_full = block\ncommit_interval = 5ms\n"
+	"commit_records = 10\nsynchronous = normal\nmax_record_bytes = 1MiB\ndedupe_window = 100\n"
+	"[input a]\ndriver = tail\npath = /a/*.log, /b/*.log\nparser = csv\nstream = s\n"
+	"[input b]\ndriver = tail\npath = /b\n[input c]\ndriver = tail\npath = /c\n"
+	"[input d]\ndriver = tail\npath = /d\n[input e]\ndriver = tail\npath = /e\n"
+	"[input f]\ndriver = tail\npath = /f\n[input g]\ndriver = tail\npath = /g\n"
+	"[output m]\ntype = mqtt\nurl = mqtts://broker:8883\ntopic = t/{agent}/{stream}\n"
+	"status_topic = s/{agent}\nusername = u\npassword_file = /p\nclient_id = c\n"
+	"ca_file = /ca\nclient_cert = /c\nclient_key = /k\nbatch_max_records = 10\n"
+	"batch_max_bytes = 64KiB\nlinger = 1s\nmax_inflight = 2\nretry_base = 1s\nretry_max = 1m\n"
+	"compression_level = 5\nstreams = s,x-*\n"
+	"[output h]\ntype = https\nurl = https://lake:8443/in\nheaders = X-A: 1; X-B: 2\n"
+	"[output s]\ntype = s3\nendpoint = https://s3.example.com\nbucket = lake-1\n"
+	"access_key_file = /a\nsecret_key_file = /s\n",
+};
+
+/* Memory running short is never taken for a bad file: each allocation of
+ * a parse fails in turn, and every time the answer is -ENOMEM with a
+ * message that says so, nothing leaks, and once memory is there again the
+ * same text parses. */
 TEST(test_out_of_memory)
 {
 	size_t before = mem_in_use();
 
-	/* Fail each allocation in turn: always a clean error, never a leak. */
-	for (long i = 0; i < 200; i++) {
+	for (size_t t = 0; t < sizeof(oom_texts) / sizeof(oom_texts[0]); t++) {
+		struct config *want = NULL;
+		size_t want_bytes;
+		long i;
+
+		REQUIRE(parse(oom_texts[t], &want) == 0);
+		want_bytes = mem_in_use() - before;
+		for (i = 0; i < 100000; i++) {
+			struct config *c = NULL;
+			int rc;
+
+			mem_fail_after(i);
+			rc = parse(oom_texts[t], &c);
+			mem_fail_after(-1);
+			if (rc == 0) {
+				/* Past the last allocation: the parse is whole. */
+				CHECK_EQ_STR(c->hash, want->hash);
+				CHECK_EQ_INT(c->n_inputs, want->n_inputs);
+				CHECK_EQ_INT(c->n_outputs, want->n_outputs);
+				config_free(c);
+				break;
+			}
+			if (rc != -ENOMEM)
+				fprintf(stderr, "text %zu, allocation %ld: rc %d: %s\n", t, i, rc, err);
+			CHECK_EQ_INT(rc, -ENOMEM);
+			CHECK(strstr(err, "t.conf: out of memory") == err);
+			CHECK(strstr(err, "invalid") == NULL);
+			CHECK(c == NULL);
+			CHECK_EQ_INT(mem_in_use(), before + want_bytes);
+			/* And memory is there again: the same text parses. */
+			REQUIRE(parse(oom_texts[t], &c) == 0);
+			config_free(c);
+		}
+		/* The walk went over many allocations, not none. */
+		CHECK(i > 10);
+		config_free(want);
+		CHECK_EQ_INT(mem_in_use(), before);
+	}
+}
+
+/* The same from a file, where reading it allocates too. */
+TEST(test_out_of_memory_loading_a_file)
+{
+	char dir[] = "/tmp/test_config.XXXXXX", path[128];
+	size_t before = mem_in_use();
+	FILE *f;
+	long i;
+
+	REQUIRE(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/a.conf", dir);
+	f = fopen(path, "w");
+	REQUIRE(f);
+	fputs(GOOD, f);
+	fclose(f);
+	for (i = 0; i < 100000; i++) {
 		struct config *c = NULL;
 		int rc;
 
 		mem_fail_after(i);
-		rc = parse(GOOD, &c);
+		rc = config_load(path, &c, err, sizeof(err));
 		mem_fail_after(-1);
 		if (rc == 0) {
 			config_free(c);
 			break;
 		}
-		CHECK(rc == -ENOMEM || rc == -EINVAL);
-		CHECK(c == NULL);
+		CHECK_EQ_INT(rc, -ENOMEM);
+		CHECK(strncmp(err, path, strlen(path)) == 0 && strstr(err, ": out of memory") != NULL);
 		CHECK_EQ_INT(mem_in_use(), before);
 	}
+	CHECK(i > 10);
+	unlink(path);
+	rmdir(dir);
 }
 
 int main(void)
@@ -201,9 +394,14 @@ int main(void)
 	RUN(test_good_and_defaults);
 	RUN(test_units_quotes_comments);
 	RUN(test_errors_name_line_and_key);
+	RUN(test_errors_after_parsing_name_line_and_key);
+	RUN(test_unknown_keys_get_a_suggestion);
+	RUN(test_out_of_range_gives_the_bound);
+	RUN(test_booleans);
 	RUN(test_binary_garbage);
 	RUN(test_load_file_errors);
 	RUN(test_same_text_same_hash);
 	RUN(test_out_of_memory);
+	RUN(test_out_of_memory_loading_a_file);
 	TEST_END();
 }

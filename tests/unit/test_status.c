@@ -478,6 +478,52 @@ TEST(test_client_certificate)
 	buf_release(&text);
 }
 
+/* Just started: the moving averages have not seen a full interval, so
+ * the rates are the counts over the time since start, not "0.0 rec/s"
+ * beside 2000 records. Once the warm-up is over, the averages again. */
+TEST(test_rates_right_after_start)
+{
+	struct buf text = BUF_INIT, json = BUF_INIT;
+	struct status s;
+
+	base(&s);
+	s.uptime_ms = 500;
+	s.counting_ms = 500;
+	inputs[0].records = 2000;
+	inputs[0].rate = 0;
+	inputs[1].records = 0;
+	inputs[1].bytes = 0;
+	inputs[1].rate = 0;
+	outputs[0].delivered_records = 2000;
+	outputs[0].delivered_batches = 1;
+	outputs[0].rate = 0;
+	outputs[1].delivered_records = 500;
+	outputs[1].delivered_batches = 1;
+	outputs[1].rate = 0;
+	check_case("just_started", &s, &text, &json);
+	CHECK(has(&text, "      4000.0 rec/s, 2000 records"));
+	CHECK(has(&text, "      0.0 rec/s, 0 records"));
+	CHECK(has(&text, "delivered 2000 records in 1 batch (4000.0 rec/s)"));
+	CHECK(has(&text, "delivered 500 records in 1 batch (1000.0 rec/s)"));
+	CHECK(has(&json, "\"rate\":4000"));
+	buf_release(&text);
+	buf_release(&json);
+
+	CHECK(status_rate(0, 2000, 500) == 4000.0);
+	CHECK(status_rate(3.5, 2000, STATUS_RATE_WARMUP_MS - 1) > 400.0);
+	/* Warmed up, or no time known: the moving average as it is. */
+	CHECK(status_rate(3.5, 2000, STATUS_RATE_WARMUP_MS) == 3.5);
+	CHECK(status_rate(3.5, 2000, 0) == 3.5);
+
+	base(&s);
+	s.counting_ms = STATUS_RATE_WARMUP_MS;
+	inputs[0].records = 2000;
+	inputs[0].rate = 12.5;
+	REQUIRE(status_render_text(&s, &text) == 0);
+	CHECK(has(&text, "      12.5 rec/s, 2000 records"));
+	buf_release(&text);
+}
+
 TEST(test_no_leaks)
 {
 	CHECK_EQ_INT(mem_in_use(), mem_before);
@@ -494,6 +540,7 @@ int main(void)
 	RUN(test_hostile_strings);
 	RUN(test_no_memory);
 	RUN(test_client_certificate);
+	RUN(test_rates_right_after_start);
 	RUN(test_no_leaks);
 	TEST_END();
 }
