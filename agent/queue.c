@@ -40,13 +40,14 @@ void queue_copy_str(char *dst, size_t size, const char *src)
 /* A failed statement may have rolled the whole transaction back (SQLite does
  * that on FULL, IOERR, NOMEM and some BUSY cases). Everything written since
  * the last commit is gone: forget it and let the next commit report it, so
- * the caller does not acknowledge sources whose records were lost. */
+ * the caller does not acknowledge sources whose records were lost. The seqs
+ * they had stay given (last_seq is not moved back): a caller may hold them,
+ * and a seq names one record only. */
 void queue_txn_forget(struct queue *q)
 {
 	q->in_txn = false;
 	q->pending = 0;
 	q->pending_bytes = 0;
-	q->last_seq = q->committed_seq;
 	q->pb.len = 0;
 	q->pb.count = 0;
 	dwin_rollback(&q->win);
@@ -68,7 +69,9 @@ static int queue_setup(struct queue *q, const struct queue_opts *opts,
 	q->last_clock = CLOCK_UNSYNCED;
 	q->path = xstrdup(opts->path);
 	q->wal_path = xmalloc(strlen(opts->path) + 5);
-	if (!q->path || !q->wal_path)
+	if (opts->vfs)
+		q->vfs = xstrdup(opts->vfs);
+	if (!q->path || !q->wal_path || (opts->vfs && !q->vfs))
 		return -ENOMEM;
 	sprintf(q->wal_path, "%s-wal", opts->path);
 	q->dctx = ZSTD_createDCtx();
@@ -111,6 +114,14 @@ static int queue_setup(struct queue *q, const struct queue_opts *opts,
 		q->old_schema = false;
 		err = qdb_setup(q);
 	}
+	/* Opened after the database, whose permissions it takes. */
+	if (!err && !q->readonly)
+		err = qseq_open(q);
+	/* Above every seq the database holds and every one reserved: a power
+	 * cut may have taken back commits whose seqs were shipped, and a
+	 * damaged file moved aside had given seqs too. */
+	if (!err && q->seq_reserved > q->last_seq)
+		q->last_seq = q->seq_reserved;
 	if (!err && !q->readonly)
 		err = dwin_rebuild(q);
 	if (err)
@@ -136,6 +147,7 @@ int queue_open(struct queue **qp, const struct queue_opts *opts,
 		queue_close(q);
 		return err;
 	}
+	q->opened = true;
 	*qp = q;
 	return 0;
 }
@@ -146,7 +158,10 @@ void queue_close(struct queue *q)
 		return;
 	if (q->in_txn)
 		queue_commit(q);
+	if (q->opened)
+		qseq_release(q);
 	qdb_close(q);
+	qseq_close(q);
 	for (size_t i = 0; i < q->n_cur; i++)
 		xfree(q->cur[i].name);
 	xfree(q->cur);
@@ -161,6 +176,7 @@ void queue_close(struct queue *q)
 	ZSTD_freeDCtx(q->dctx);
 	xfree(q->path);
 	xfree(q->wal_path);
+	xfree(q->vfs);
 	xfree(q);
 }
 
@@ -217,6 +233,12 @@ int queue_commit(struct queue *q)
 			if (err)
 				goto out_rollback;
 		}
+		/* Outputs may ship these seqs as soon as this returns, and
+		 * this commit may not be on disk yet (synchronous = normal):
+		 * the seqs must be reserved durably first. */
+		err = qseq_reserve(q);
+		if (err)
+			goto out_rollback;
 		err = qsql_prep(q, ST_COMMIT, &st);
 		if (!err)
 			err = qsql_run(q, st, "commit");

@@ -1,7 +1,11 @@
 /* queue.h - the durable write-ahead queue: one SQLite database in WAL mode.
  *
- * Records form a log keyed by a never-repeating seq (the highest seq ever given is kept durably),
- * stored in zstd-compressed blocks of up to 128 KiB, one row per block.
+ * Records form a log keyed by a seq that is never given twice, whatever a
+ * crash or a power cut takes back at any synchronous level (seqs are
+ * reserved durably in <path>-seq before use). Seqs increase but are not
+ * dense: a restart after a crash, or a failed commit, leaves a hole.
+ * Records are stored in zstd-compressed blocks of up to 128 KiB, one row
+ * per block.
  * Every output has a durable cursor (the highest seq it has finished:
  * acknowledged or dead-lettered). A record is gone (for reads and counts)
  * once every output's cursor has passed it; its block is deleted once all
@@ -41,6 +45,8 @@ struct queue_opts {
 	int on_full;            /* enum on_full from config.h */
 	bool readonly;          /* agentctl: open for reading, never create */
 	int64_t dedupe_window;  /* keys remembered for dedupe; 0 = 16384 */
+	const char *vfs;        /* SQLite VFS to open the file with; NULL = the
+				 * default (tests name a fault-injecting one) */
 };
 
 /* A record handed to queue_append(); all pointers borrowed for the call. */

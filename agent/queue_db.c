@@ -238,14 +238,14 @@ static int db_open_readonly(struct queue *q)
 		return sqlite3_open_v2(q->path, &q->db,
 				       SQLITE_OPEN_READONLY |
 					       SQLITE_OPEN_NOMUTEX,
-				       NULL);
+				       q->vfs);
 	uri = immutable_uri(q->path);
 	if (!uri)
 		return SQLITE_NOMEM;
 	rc = sqlite3_open_v2(uri, &q->db,
 			     SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX |
 				     SQLITE_OPEN_URI,
-			     NULL);
+			     q->vfs);
 	xfree(uri);
 	return rc;
 }
@@ -266,7 +266,7 @@ int qdb_setup(struct queue *q)
 				     SQLITE_OPEN_READWRITE |
 					     SQLITE_OPEN_CREATE |
 					     SQLITE_OPEN_NOMUTEX,
-				     NULL);
+				     q->vfs);
 	if (rc == SQLITE_NOMEM && !q->db)
 		return -ENOMEM;
 	if (rc != SQLITE_OK)

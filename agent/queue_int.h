@@ -10,6 +10,7 @@
  *   queue_db.c      opening the file, its check, its schema, quarantine
  *   queue_dedupe.c  the dedupe window
  *   queue_block.c   the block codec and the cache of decoded blocks
+ *   queue_seq.c     seq reservations, so no seq is given twice
  *   queue_cursor.c  output cursors, in-flight batches, source positions
  *   queue_dlq.c     the dead-letter table
  *   queue_budget.c  the disk budget and eviction
@@ -88,10 +89,13 @@ enum stmt_id {
  * pages, not every block's first page). A block holds records of one kind:
  * gap markers get blocks of their own, so evicting data never takes one.
  *
- * seq is assigned here. The highest seq handed out is written to
- * meta.last_seq in each commit, so a seq never repeats even after the tail
- * was deleted; seqs of a transaction that never committed were never
- * visible and may be handed out again.
+ * seq is assigned here, never twice: the highest seq handed out is written
+ * to meta.last_seq in each commit (so a seq does not repeat after the tail
+ * was deleted), seqs are reserved in <db>-seq before they are made visible
+ * (so none repeats after a power cut took commits back, queue_seq.c), and
+ * the seqs of a transaction that was rolled back stay given. Seqs are
+ * therefore unique and increasing, not dense: blocks hold consecutive seqs,
+ * but there may be holes between them.
  *
  * meta.floor is the highest seq every output had passed at the last trim:
  * records up to it are gone for readers and counts, even while the block
@@ -153,6 +157,7 @@ struct queue {
 	sqlite3_stmt *st[ST_COUNT];
 	char *path;
 	char *wal_path;
+	char *vfs;              /* queue_opts.vfs, or NULL */
 	bool readonly;
 	int synchronous;
 	int on_full;
@@ -175,6 +180,15 @@ struct queue {
 	int64_t pending_bytes;  /* record bytes appended since the last commit */
 	int64_t committed_seq;
 	int64_t last_seq;       /* highest seq handed out, committed or not */
+	bool opened;            /* queue_open() succeeded */
+	/* Seq reservations (queue_seq.c): no seq above seq_reserved is used
+	 * before seq_reserved is durable in <db>-seq. */
+	sqlite3_file *seq_file;
+	char *seq_path;
+	uint64_t seq_gen;
+	int64_t seq_reserved;
+	int64_t seq_reserved_ms; /* CLOCK_MONOTONIC of the last reservation */
+	int64_t seq_chunk;
 	int64_t floor;          /* meta.floor as this transaction sees it */
 
 	struct pending_block pb;
@@ -252,6 +266,12 @@ int block_count_after(struct queue *q, int64_t after, int64_t upto,
 int block_first_after(struct queue *q, int64_t after, int64_t upto,
 		      int64_t *seq, int64_t *wall);
 int block_corrupt(struct queue *q, const struct blk *b);
+
+/* queue_seq.c */
+int qseq_open(struct queue *q);
+void qseq_close(struct queue *q);
+int qseq_reserve(struct queue *q);
+void qseq_release(struct queue *q);
 
 /* queue_db.c */
 void qdb_close(struct queue *q);

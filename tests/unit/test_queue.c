@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 
 #include "config.h"
+#include "crashvfs.h"
 #include "log.h"
 #include "mem.h"
 #include "queue.h"
@@ -1387,6 +1388,46 @@ TEST(t_alloc_failure)
 	teardown();
 }
 
+/* A commit that fails takes its records with it, but not their seqs: the
+ * caller may have been told them, and a seq names one record only. */
+TEST(t_rollback_keeps_seqs)
+{
+	static const char *const outs[] = { "o" };
+	struct queue_opts o = opts_default();
+	char data[32];
+	struct qrec_in r = { .stream = "s", .key = "late", .data = data };
+	struct collect c = { 0 };
+	struct queue *q;
+	int64_t seq, lost = 0;
+
+	setup();
+	REQUIRE(crashvfs_register() == SQLITE_OK);
+	crashvfs_reset();
+	o.vfs = CRASHVFS_NAME;
+	REQUIRE(queue_open(&q, &o, outs, 1) == 0);
+	REQUIRE(append_n(q, "s", "a", 0, 3, 20) == 0);
+	REQUIRE(queue_commit(q) == 0);
+	REQUIRE(append_n(q, "s", "b", 0, 4, 20) == 0);
+	REQUIRE(queue_append(q, &(struct qrec_in){ .stream = "s", .key = "b4",
+						    .data = "{}", .len = 2 },
+			     &lost) == 0);
+	CHECK_EQ_INT(lost, 8);
+	crashvfs_fail_writes(1 << 20, SQLITE_FULL);
+	CHECK(queue_commit(q) < 0);
+	crashvfs_fail_writes(0, 0);
+	r.len = (size_t)snprintf(data, sizeof(data), "{\"late\":1}");
+	REQUIRE(queue_append(q, &r, &seq) == 0);
+	CHECK(seq > lost);
+	REQUIRE(queue_commit(q) == 0);
+	CHECK_EQ_INT(queue_read(q, 0, 64, collect_cb, &c), 4);
+	CHECK_EQ_INT(c.seq[2], 3);
+	CHECK_EQ_INT(c.seq[3], seq);
+	CHECK_EQ_STR(c.key[3], "late");
+	queue_close(q);
+	crashvfs_reset();
+	teardown();
+}
+
 int main(void)
 {
 	log_set_level(LOGL_ERROR);
@@ -1410,6 +1451,7 @@ int main(void)
 	RUN(t_readonly);
 	RUN(t_dlq);
 	RUN(t_alloc_failure);
+	RUN(t_rollback_keeps_seqs);
 	if (tmpdir[0])
 		teardown();
 	TEST_END();
