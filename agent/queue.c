@@ -379,6 +379,7 @@ int queue_stats(struct queue *q, struct queue_stats *st)
 	st->disk_bytes = qbudget_disk_bytes(q);
 	st->max_bytes = q->readonly ? q->max_bytes : qbudget_effective(q);
 	st->disk_limited = q->disk_limited;
+	st->disk_size_unknown = q->disk_size_unknown;
 	/* A read-only opener cannot see the daemon's flag; judge by size. */
 	st->full = q->readonly ? q->max_bytes > 0 &&
 					 st->disk_bytes > q->max_bytes :

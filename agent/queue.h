@@ -34,6 +34,8 @@
 #include <stdint.h>
 
 struct queue;
+struct stat;
+struct statvfs;
 
 enum clock_state { CLOCK_UNSYNCED = 0, CLOCK_SYNCED = 1 };
 enum rec_kind { REC_DATA = 0, REC_GAP = 1 };
@@ -91,6 +93,9 @@ struct queue_stats {
 	int64_t disk_bytes;     /* database + WAL file sizes */
 	int64_t max_bytes;      /* the budget in force */
 	bool disk_limited;      /* free disk space is below max_bytes: it is the budget */
+	bool disk_size_unknown; /* the filesystem reports no size (FUSE, some
+				 * network filesystems): its room is unknown and
+				 * the budget is max_bytes */
 	int64_t dlq_records;
 	int64_t evicted_records; /* total ever dropped by drop_oldest */
 	bool full;              /* over budget now */
@@ -197,5 +202,14 @@ bool queue_full(const struct queue *q);
 int64_t queue_budget(const struct queue *q);
 
 int queue_stats(struct queue *q, struct queue_stats *st);
+
+/* The disk calls the budget depends on, in one table so that tests can
+ * feed it odd filesystems (like SQLite's aSyscall[]). A NULL member, or a
+ * NULL table, means the real call. Process-wide. */
+struct queue_disk_ops {
+	int (*statvfs)(const char *path, struct statvfs *buf);
+	int (*stat)(const char *path, struct stat *buf);
+};
+void queue_set_disk_ops(const struct queue_disk_ops *ops);
 
 #endif

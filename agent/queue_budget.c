@@ -7,17 +7,35 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
+#include <sys/statvfs.h>
 
 #include "config.h"
 #include "log.h"
 #include "queue_int.h"
 
+static int sys_statvfs(const char *path, struct statvfs *buf)
+{
+	return statvfs(path, buf);
+}
+
+static int sys_stat(const char *path, struct stat *buf)
+{
+	return stat(path, buf);
+}
+
+static struct queue_disk_ops disk_ops = { sys_statvfs, sys_stat };
+
+void queue_set_disk_ops(const struct queue_disk_ops *ops)
+{
+	disk_ops.statvfs = ops && ops->statvfs ? ops->statvfs : sys_statvfs;
+	disk_ops.stat = ops && ops->stat ? ops->stat : sys_stat;
+}
+
 int64_t qbudget_file_size(const char *path)
 {
 	struct stat sb;
 
-	return stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+	return disk_ops.stat(path, &sb) == 0 && sb.st_size > 0 ? (int64_t)sb.st_size : 0;
 }
 
 int64_t qbudget_disk_bytes(const struct queue *q)
@@ -47,27 +65,64 @@ static void qbudget_set_wal_limit(struct queue *q, int64_t lim)
  * refuse writes (even the deletes that would free space), and lets
  * on_full decide instead. On a small disk the WAL is kept small too, and
  * room for it to reach twice its limit is left outside the budget. */
+/* Free bytes for unprivileged writers, or -1 when the filesystem gives no
+ * size: FUSE and some network filesystems report zero blocks, which means
+ * "unknown", not "full". Odd values are clamped rather than trusted. */
+static int64_t fs_free_bytes(const struct statvfs *v)
+{
+	uint64_t unit = v->f_frsize ? v->f_frsize : v->f_bsize;
+	uint64_t avail = v->f_bavail;
+
+	if (v->f_blocks == 0 || unit == 0)
+		return -1;
+	if (avail > v->f_blocks)
+		avail = v->f_blocks;
+	if (avail > (uint64_t)INT64_MAX / 4 / unit)
+		return INT64_MAX / 4;
+	return (int64_t)(avail * unit);
+}
+
+/* The budget is max_bytes whatever the disk: once when the room is
+ * unknown, again when it is known to be enough. */
+static int64_t budget_is_max(struct queue *q)
+{
+	if (q->disk_limited)
+		log_info("queue %s: the filesystem has room again: the budget is max_bytes", q->path);
+	q->disk_limited = false;
+	qbudget_set_wal_limit(q, q->base_wal_limit);
+	return q->budget = q->max_bytes;
+}
+
 int64_t qbudget_effective(struct queue *q)
 {
 	char dir[PATH_MAX];
-	struct statfs vfs;
+	struct statvfs vfs;
 	const char *slash = strrchr(q->path, '/');
-	int64_t room, wal, budget;
+	int64_t free_bytes, room, wal, budget;
 
 	if (!slash)
 		snprintf(dir, sizeof(dir), ".");
 	else
 		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - q->path ? slash - q->path : 1), q->path);
-	if (statfs(dir, &vfs) < 0)
+	if (disk_ops.statvfs(dir, &vfs) < 0)
 		return q->budget = q->max_bytes;
-	room = qbudget_disk_bytes(q) + (int64_t)vfs.f_bavail * (int64_t)vfs.f_bsize - DISK_RESERVE;
-	if (q->max_bytes > 0 && q->max_bytes + q->base_wal_limit <= room) {
-		if (q->disk_limited)
-			log_info("queue %s: the filesystem has room again: the budget is max_bytes", q->path);
-		q->disk_limited = false;
-		qbudget_set_wal_limit(q, q->base_wal_limit);
-		return q->budget = q->max_bytes;
+	free_bytes = fs_free_bytes(&vfs);
+	if (free_bytes < 0) {
+		if (!q->disk_size_unknown)
+			log_warn("queue %s: the filesystem reports no size (FUSE or a network "
+				 "filesystem?): its free space is unknown; the budget stays "
+				 "max_bytes, %" PRId64 " bytes", q->path, q->max_bytes);
+		q->disk_size_unknown = true;
+		return budget_is_max(q);
 	}
+	if (q->disk_size_unknown)
+		log_info("queue %s: the filesystem reports its size again", q->path);
+	q->disk_size_unknown = false;
+	room = qbudget_disk_bytes(q) + free_bytes - DISK_RESERVE;
+	if (room < 0)
+		room = 0;
+	if (q->max_bytes > 0 && q->max_bytes + q->base_wal_limit <= room)
+		return budget_is_max(q);
 	wal = room / 8;
 	if (wal > q->base_wal_limit)
 		wal = q->base_wal_limit;
@@ -78,9 +133,15 @@ int64_t qbudget_effective(struct queue *q)
 	budget = room - 2 * wal;
 	if (budget < (512 << 10))
 		budget = 512 << 10;
-	if (!q->disk_limited)
-		log_warn("queue %s: the filesystem has room for %" PRId64 " bytes, less than "
-			 "max_bytes: the budget is now %" PRId64 " bytes", q->path, room, budget);
+	if (!q->disk_limited) {
+		if (room > 0)
+			log_warn("queue %s: the filesystem has room for %" PRId64 " bytes, less than "
+				 "max_bytes: the budget is now %" PRId64 " bytes", q->path, room, budget);
+		else
+			log_warn("queue %s: the filesystem is full (%" PRId64 " bytes free, %d kept "
+				 "for other programs): the budget is now %" PRId64 " bytes", q->path,
+				 free_bytes, DISK_RESERVE, budget);
+	}
 	q->disk_limited = true;
 	return q->budget = budget;
 }
@@ -223,7 +284,7 @@ static int drop_oldest(struct queue *q, int64_t target)
 	if (!err)
 		log_warn("queue %s: over its disk budget of %" PRId64
 			 " bytes: dropped %" PRId64 " oldest records (seq %"
-			 PRId64 "-%" PRId64 ")", q->path, q->max_bytes, count,
+			 PRId64 "-%" PRId64 ")", q->path, queue_budget(q), count,
 			 gap_first, gap_last);
 	return err;
 }

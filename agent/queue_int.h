@@ -163,6 +163,7 @@ struct queue {
 	int on_full;
 	int64_t max_bytes;
 	bool disk_limited;      /* free disk space is below max_bytes: it is the budget */
+	bool disk_size_unknown; /* statvfs reports no size: room unknown */
 	int64_t wal_limit;      /* journal_size_limit: what the WAL settles at */
 	int64_t base_wal_limit; /* wal_limit when the disk has room */
 	int64_t budget;         /* the budget in force at the last check */

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -928,6 +929,144 @@ TEST(t_budget_block)
 	teardown();
 }
 
+/* A fake filesystem for the budget: what statvfs reports. */
+static struct statvfs fake_vfs;
+
+static int fake_statvfs(const char *path, struct statvfs *buf)
+{
+	*buf = fake_vfs;
+	return 0;
+}
+
+/* Run fn with stderr (where the log goes) in a file; returns its text. */
+static char *capture_log(void (*fn)(void *), void *arg)
+{
+	char path[160], *text;
+	int fd, saved;
+	FILE *f;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/log.txt", tmpdir);
+	fflush(stderr);
+	log_set_level(LOGL_INFO);
+	saved = dup(2);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (saved < 0 || fd < 0)
+		return NULL;
+	dup2(fd, 2);
+	close(fd);
+	fn(arg);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	log_set_level(LOGL_ERROR);
+	f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	text = calloc(1, (size_t)n + 1);
+	if (text && fread(text, 1, (size_t)n, f) != (size_t)n)
+		text[0] = '\0';
+	fclose(f);
+	unlink(path);
+	return text;
+}
+
+static int count_str(const char *s, const char *needle)
+{
+	int n = 0;
+
+	for (; s && (s = strstr(s, needle)); s++)
+		n++;
+	return n;
+}
+
+static void fill_and_enforce(void *arg)
+{
+	static int round;
+	struct queue *q = arg;
+
+	round++;
+	for (int i = 0; i < 20; i++) {
+		CHECK_EQ_INT(append_n(q, "s", round == 1 ? "k" : "l", i * 100, 100, 500), 0);
+		CHECK_EQ_INT(queue_commit(q), 0);
+		CHECK_EQ_INT(queue_enforce_budget(q), 0);
+		CHECK_EQ_INT(queue_commit(q), 0);
+	}
+}
+
+/* FUSE and some network filesystems report zero blocks: the room is
+ * unknown, not zero. The budget stays max_bytes, nothing is evicted, and
+ * the log and status say so (once). */
+TEST(t_budget_fs_without_size)
+{
+	static const char *const outs[] = { "o" };
+	struct queue_opts o = opts_default();
+	struct queue_disk_ops ops = { .statvfs = fake_statvfs };
+	struct queue_stats st;
+	struct queue *q = NULL;
+	char *log;
+
+	setup();
+	memset(&fake_vfs, 0, sizeof(fake_vfs));
+	fake_vfs.f_bsize = fake_vfs.f_frsize = 4096;
+	queue_set_disk_ops(&ops);
+	o.max_bytes = 64 << 20;
+	REQUIRE(queue_open(&q, &o, outs, 1) == 0);
+	log = capture_log(fill_and_enforce, q);
+	CHECK_EQ_INT(queue_budget(q), 64 << 20);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(st.disk_size_unknown);
+	CHECK(!st.disk_limited);
+	CHECK(!st.full);
+	CHECK_EQ_INT(st.max_bytes, 64 << 20);
+	CHECK_EQ_INT(st.evicted_records, 0);
+	CHECK_EQ_INT(st.records, 2000);
+	CHECK_EQ_INT(count_str(log, "reports no size"), 1);
+	CHECK_EQ_INT(count_str(log, "room for -"), 0);
+	free(log);
+
+	/* Odd values are clamped, not trusted: more available than there
+	 * is, a unit of zero, a count that overflows. None shows a negative
+	 * size. */
+	fake_vfs.f_blocks = 1000;
+	fake_vfs.f_bavail = 5000;
+	CHECK_EQ_INT(queue_enforce_budget(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(!st.disk_size_unknown);
+	CHECK(st.disk_limited);
+	CHECK(queue_budget(q) > 0);
+	fake_vfs.f_bsize = fake_vfs.f_frsize = 0;
+	CHECK_EQ_INT(queue_enforce_budget(q), 0);
+	CHECK_EQ_INT(queue_budget(q), 64 << 20);
+	fake_vfs.f_bsize = fake_vfs.f_frsize = 1 << 20;
+	fake_vfs.f_blocks = fake_vfs.f_bavail = (fsblkcnt_t)-1;
+	CHECK_EQ_INT(queue_enforce_budget(q), 0);
+	CHECK_EQ_INT(queue_budget(q), 64 << 20);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(!st.disk_limited);
+
+	/* A filesystem that is really full: the budget falls to its floor
+	 * and the message names no negative room. */
+	fake_vfs.f_bsize = fake_vfs.f_frsize = 4096;
+	fake_vfs.f_blocks = 1000;
+	fake_vfs.f_bavail = 0;
+	queue_close(q);
+	q = NULL;
+	REQUIRE(queue_open(&q, &o, outs, 1) == 0);
+	log = capture_log(fill_and_enforce, q);
+	CHECK_EQ_INT(queue_budget(q), 512 << 10);
+	CHECK_EQ_INT(count_str(log, "filesystem is full"), 1);
+	CHECK_EQ_INT(count_str(log, "for -"), 0);
+	CHECK_EQ_INT(count_str(log, "of -"), 0);
+	free(log);
+	queue_close(q);
+	queue_set_disk_ops(NULL);
+	teardown();
+}
+
 static bool corrupt_file_exists(void)
 {
 	struct dirent *de;
@@ -1444,6 +1583,7 @@ int main(void)
 	RUN(t_big_record);
 	RUN(t_budget_drop_oldest);
 	RUN(t_budget_block);
+	RUN(t_budget_fs_without_size);
 	RUN(t_corrupt_garbage);
 	RUN(t_corrupt_pages);
 	RUN(t_corrupt_block);
