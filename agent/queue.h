@@ -141,9 +141,10 @@ int64_t queue_committed_seq(const struct queue *q);
  * order, at most max_records. cb returns 0 to continue, 1 to stop early, or a
  * negative errno to abort (returned). Returns the number of records visited or
  * -errno. Memory use is independent of the backlog (the last two blocks read
- * are kept decompressed). A block that does not decode is replaced by a gap
- * marker (reason "corrupt_block", its seq the block's last) and logged; a
- * read-only opener gets -EIO instead. cb must not call queue_read(). */
+ * are kept decompressed). A block that does not decode is dropped, logged,
+ * skipped, and a gap marker (reason "corrupt_block") naming its range is
+ * appended with a new seq, readable after the next commit; a read-only
+ * opener gets -EIO instead. cb must not call queue_read(). */
 typedef int (*queue_read_cb)(const struct qrec *r, void *arg);
 int queue_read(struct queue *q, int64_t after_seq, size_t max_records,
 	       queue_read_cb cb, void *arg);

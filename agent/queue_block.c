@@ -512,26 +512,25 @@ int block_first_after(struct queue *q, int64_t after, int64_t upto,
 }
 
 /* A block whose bytes do not decode: its records cannot be shipped, so the
- * lake is told with a gap marker that takes the block's place (its seq is
- * the block's last, so every output still meets it in order). A read-only
- * opener cannot repair: it reports -EIO. */
+ * lake is told with a gap marker naming the block's range. The marker gets
+ * a new seq, like any record appended now (the block's own seqs named its
+ * records, which an output may have shipped before the damage; a seq names
+ * one record only), so outputs meet it after the next commit, whatever
+ * their cursor. A read-only opener cannot repair: it reports -EIO. */
 int block_corrupt(struct queue *q, const struct blk *b)
 {
-	char key[64], data[192], raw[ENTRY_HDR + 8 + 64 + 192];
+	char key[64], data[192];
 	struct qrec_in r = { .stream = "_agent", .key = key, .data = data,
 			     .clock = q->last_clock,
 			     .ts_wall_ms = queue_now_ms(CLOCK_REALTIME),
 			     .ts_mono_ms = queue_now_ms(CLOCK_BOOTTIME) };
-	struct blk g = { .first = b->last, .last = b->last, .count = 1,
-			 .kind = REC_GAP };
 	sqlite3_stmt *st;
-	size_t klen, len;
 	int err;
 
 	log_error("queue %s: the block of seq %" PRId64 "-%" PRId64 " (%"
 		  PRId64 " records) is damaged%s", q->path, b->first, b->last,
 		  b->count, q->readonly ? "" :
-		  ": its records are lost; a gap marker takes its place");
+		  ": its records are lost; a gap marker tells the lake");
 	if (q->readonly)
 		return -EIO;
 	cache_invalidate(q, b->first);
@@ -542,10 +541,6 @@ int block_corrupt(struct queue *q, const struct blk *b)
 				 ",\"last_seq\":%" PRId64 ",\"count\":%" PRId64
 				 ",\"reason\":\"corrupt_block\"}}",
 				 b->first, b->last, b->count);
-	klen = strlen(key);
-	len = entry_size(strlen(r.stream), klen, r.len);
-	entry_encode(raw, REC_GAP, &r, g.first, strlen(r.stream), klen);
-	g.first_wall = r.ts_wall_ms;
 	err = qsql_begin(q);
 	if (!err)
 		err = qsql_prep(q, ST_BLKDATA_DEL, &st);
@@ -560,8 +555,6 @@ int block_corrupt(struct queue *q, const struct blk *b)
 		err = qsql_run(q, st, "drop damaged block");
 	}
 	if (!err)
-		err = block_store(q, raw, len, &g);
-	if (!err)
-		q->pending++;
+		err = queue_append_entry(q, REC_GAP, &r, false, NULL);
 	return err;
 }
