@@ -113,6 +113,7 @@ struct figures {
 	int64_t appended, shipped, batches;
 	int64_t lost;           /* shipped records whose commit the cut took */
 	int64_t skipped;        /* seqs skipped by clean restarts */
+	int recovered;          /* restarts that found the file damaged */
 	int64_t seq_reuse;      /* a seq shipped before named another record */
 	int64_t batch_reuse;    /* a batch range shipped before held others */
 	struct crashvfs_stats cs; /* fates of the unsynced writes */
@@ -378,6 +379,7 @@ static int output_restart(struct run *r)
 static int restart(struct run *r, bool clean, uint64_t seed)
 {
 	int64_t before = r->last_given, seq;
+	struct queue_stats st;
 	char key[64], data[512];
 	struct qrec_in in = { .stream = "probe", .key = key, .data = data,
 			      .ts_wall_ms = 1000, .ts_mono_ms = 1000 };
@@ -395,6 +397,8 @@ static int restart(struct run *r, bool clean, uint64_t seed)
 	err = open_queue(r);
 	if (err)
 		return err;
+	if (queue_stats(r->q, &st) == 0 && st.recovered_at_ms)
+		r->f.recovered++;
 	/* A shipped record whose commit the cut took is read again by its
 	 * source, whose position went back with it. */
 	for (size_t i = 0; i < r->n_recent; i++) {
@@ -475,12 +479,13 @@ static void print_figures(const char *what, const struct figures *f)
 	const struct crashvfs_stats *cs = &f->cs;
 
 	fprintf(stderr,
-		"%s: %d cuts, %d clean restarts, %" PRId64 " records appended, %" PRId64
+		"%s: %d cuts, %d clean restarts, %d damaged files moved aside, %" PRId64
+		" records appended, %" PRId64
 		" shipped in %" PRId64 " batches; %" PRId64 " shipped records lost with"
 		" their commits; %" PRId64 " seqs skipped by clean restarts; %" PRId64
 		" seq reuses, %" PRId64 " batch range reuses (unsynced writes at the cuts:"
 		" %" PRId64 " kept, %" PRId64 " lost, %" PRId64 " torn)\n",
-		what, f->cuts, f->clean, f->appended, f->shipped, f->batches, f->lost,
+		what, f->cuts, f->clean, f->recovered, f->appended, f->shipped, f->batches, f->lost,
 		f->skipped, f->seq_reuse, f->batch_reuse, cs->kept, cs->lost, cs->torn);
 }
 
