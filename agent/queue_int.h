@@ -181,6 +181,7 @@ struct queue {
 	int64_t pending_bytes;  /* record bytes appended since the last commit */
 	int64_t committed_seq;
 	int64_t last_seq;       /* highest seq handed out, committed or not */
+	int64_t floor;          /* meta.floor as this transaction sees it */
 	bool opened;            /* queue_open() succeeded */
 	/* Seq reservations (queue_seq.c): no seq above seq_reserved is used
 	 * before seq_reserved is durable in <db>-seq. */
@@ -190,7 +191,6 @@ struct queue {
 	int64_t seq_reserved;
 	int64_t seq_reserved_ms; /* CLOCK_MONOTONIC of the last reservation */
 	int64_t seq_chunk;
-	int64_t floor;          /* meta.floor as this transaction sees it */
 
 	struct pending_block pb;
 	char *zbuf;             /* compressed block on its way to SQLite */
@@ -246,7 +246,6 @@ void queue_copy_str(char *dst, size_t size, const char *src);
 void queue_txn_forget(struct queue *q);
 int queue_append_entry(struct queue *q, int kind, const struct qrec_in *r,
 		       bool dedupe, int64_t *seq_out);
-
 
 /* queue_block.c */
 void cache_invalidate(struct queue *q, int64_t first);

@@ -62,7 +62,8 @@ static void track_clear(struct track *t, int64_t size)
 		free(t->ops[i].data);
 	t->n_ops = 0;
 	t->n_orig = 0;
-	memset(t->touched, 0, t->n_touched);
+	if (t->touched)
+		memset(t->touched, 0, t->n_touched);
 	t->durable_size = size;
 }
 
