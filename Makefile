@@ -3,6 +3,7 @@
 #   make                      development build (-Werror) into $(O)
 #   make test | make check    unit + integration tests (installs deps if missing)
 #   make SANITIZE=address,undefined test
+#   make torture              the queue under thousands of simulated power cuts
 #   make demo                 start a local broker and agentd on a demo config
 #   make bench                tail -> queue -> MQTT benchmark (not a test)
 #   make O=build-asan/ ...    out-of-tree build directory
@@ -76,6 +77,9 @@ $(O)/tests/fuzz-regression: $(O)/tests/fuzz/fuzz_parse.o $(O)/tests/fuzz/regress
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+# The power-cut simulator (a SQLite VFS) for the queue's tests.
+$(O)/tests/test_queue $(O)/tests/test_powercut: $(O)/tests/unit/crashvfs.o
+
 tests: $(TESTS) $(O)/tests/fuzz-regression
 
 # The suite runs twice: as built, then built again with AddressSanitizer
@@ -92,6 +96,13 @@ test: all tests
 endif
 
 check: test
+
+# The power-cut simulation by the thousand rounds, run by hand (not part of
+# the suite): make torture [ROUNDS=2000] [SEED=1]
+ROUNDS ?= 2000
+SEED   ?= 1
+torture: all tests
+	$(O)/tests/test_powercut --torture $(ROUNDS) $(SEED)
 
 unit: all tests
 	@O=$(O) tests/run-tests unit
@@ -126,5 +137,5 @@ clean:
 
 -include $(shell find $(O) -path '$(O)/static' -prune -o -type f -name '*.d' -print 2>/dev/null)
 
-.PHONY: all deps tests test check unit demo bench docs static deb static-check clean
+.PHONY: all deps tests test check torture unit demo bench docs static deb static-check clean
 .SECONDARY:

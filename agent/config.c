@@ -63,11 +63,16 @@ static const struct cfg_key queue_keys[] = {
 	{ "commit_records", CFG_INT, "5000", QK(commit_records),
 	  "Commit as soon as this many records are pending, even before commit_interval.", NULL, 1, 1000000 },
 	{ "synchronous", CFG_ENUM, "full", QK(synchronous),
-	  "Durability of each commit. full: every commit is fsynced; a power cut loses nothing that was accepted. "
-	  "normal: fsync only at checkpoints; several times faster on SD cards, but a power cut can roll back "
-	  "the last commits (records read from files are then read again, since the file position rolls back "
-	  "with them; records from sources that were already acknowledged are lost). off: no fsync at all; "
-	  "a power cut can corrupt the queue (it is then moved aside and a fresh one started).", sync_names },
+	  "Durability of each commit; whatever the level, a seq (and a batch id) is never given twice "
+	  "(docs/reliability.md). full: every commit is fsynced; a power cut loses nothing that was accepted "
+	  "(measured: no committed record lost in 1600 simulated cuts). normal: fsync only at checkpoints; "
+	  "several times faster on SD cards, but a power cut can take back the commits since the last "
+	  "checkpoint, records the outputs may already have shipped (3% of them in the simulation): "
+	  "lines of tailed files are read again, since the file position rolls back with them, and reach the "
+	  "lake again under new seqs with the same key; records from sources that were already acknowledged "
+	  "are lost, and reach the lake only if they were shipped before the cut. off: no fsync of the "
+	  "database at all; a power cut can also damage the queue file (it is then moved aside and a fresh "
+	  "one started, whose seqs go on above the old ones).", sync_names },
 	{ "max_record_bytes", CFG_SIZE, "64KiB", QK(max_record_bytes),
 	  "Largest record accepted. A longer record (for example a line) goes to the dead-letter queue whole, "
 	  "with the reason; it is never cut.", NULL, 16, 64 << 20 },

@@ -1,7 +1,11 @@
 /* queue.h - the durable write-ahead queue: one SQLite database in WAL mode.
  *
- * Records form a log keyed by a never-repeating seq (the highest seq ever given is kept durably),
- * stored in zstd-compressed blocks of up to 128 KiB, one row per block.
+ * Records form a log keyed by a seq that is never given twice, whatever a
+ * crash or a power cut takes back at any synchronous level (seqs are
+ * reserved durably in <path>-seq before use). Seqs increase but are not
+ * dense: a restart after a crash, or a failed commit, leaves a hole.
+ * Records are stored in zstd-compressed blocks of up to 128 KiB, one row
+ * per block.
  * Every output has a durable cursor (the highest seq it has finished:
  * acknowledged or dead-lettered). A record is gone (for reads and counts)
  * once every output's cursor has passed it; its block is deleted once all
@@ -30,6 +34,8 @@
 #include <stdint.h>
 
 struct queue;
+struct stat;
+struct statvfs;
 
 enum clock_state { CLOCK_UNSYNCED = 0, CLOCK_SYNCED = 1 };
 enum rec_kind { REC_DATA = 0, REC_GAP = 1 };
@@ -41,6 +47,8 @@ struct queue_opts {
 	int on_full;            /* enum on_full from config.h */
 	bool readonly;          /* agentctl: open for reading, never create */
 	int64_t dedupe_window;  /* keys remembered for dedupe; 0 = 16384 */
+	const char *vfs;        /* SQLite VFS to open the file with; NULL = the
+				 * default (tests name a fault-injecting one) */
 };
 
 /* A record handed to queue_append(); all pointers borrowed for the call. */
@@ -85,6 +93,9 @@ struct queue_stats {
 	int64_t disk_bytes;     /* database + WAL file sizes */
 	int64_t max_bytes;      /* the budget in force */
 	bool disk_limited;      /* free disk space is below max_bytes: it is the budget */
+	bool disk_size_unknown; /* the filesystem reports no size (FUSE, some
+				 * network filesystems): its room is unknown and
+				 * the budget is max_bytes */
 	int64_t dlq_records;
 	int64_t evicted_records; /* total ever dropped by drop_oldest */
 	bool full;              /* over budget now */
@@ -130,9 +141,10 @@ int64_t queue_committed_seq(const struct queue *q);
  * order, at most max_records. cb returns 0 to continue, 1 to stop early, or a
  * negative errno to abort (returned). Returns the number of records visited or
  * -errno. Memory use is independent of the backlog (the last two blocks read
- * are kept decompressed). A block that does not decode is replaced by a gap
- * marker (reason "corrupt_block", its seq the block's last) and logged; a
- * read-only opener gets -EIO instead. cb must not call queue_read(). */
+ * are kept decompressed). A block that does not decode is dropped, logged,
+ * skipped, and a gap marker (reason "corrupt_block") naming its range is
+ * appended with a new seq, readable after the next commit; a read-only
+ * opener gets -EIO instead. cb must not call queue_read(). */
 typedef int (*queue_read_cb)(const struct qrec *r, void *arg);
 int queue_read(struct queue *q, int64_t after_seq, size_t max_records,
 	       queue_read_cb cb, void *arg);
@@ -191,5 +203,14 @@ bool queue_full(const struct queue *q);
 int64_t queue_budget(const struct queue *q);
 
 int queue_stats(struct queue *q, struct queue_stats *st);
+
+/* The disk calls the budget depends on, in one table so that tests can
+ * feed it odd filesystems (like SQLite's aSyscall[]). A NULL member, or a
+ * NULL table, means the real call. Process-wide. */
+struct queue_disk_ops {
+	int (*statvfs)(const char *path, struct statvfs *buf);
+	int (*stat)(const char *path, struct stat *buf);
+};
+void queue_set_disk_ops(const struct queue_disk_ops *ops);
 
 #endif

@@ -537,6 +537,8 @@ int status_render_text(const struct status *s, struct buf *out)
 	} else {
 		rc |= buf_printf(out, "queue      %s (no disk budget)\n", c);
 	}
+	if (q->disk_size_unknown)
+		rc |= buf_adds(out, "           filesystem reports no size: free space unknown, budget is max_bytes\n");
 	human_age(b, sizeof(b), s, q->oldest_wall_ms);
 	if (q->records > 0)
 		rc |= buf_printf(out, "           %" PRId64 " record%s (seq %" PRId64 "..%" PRId64 "), oldest written %s\n",
@@ -584,6 +586,7 @@ static void json_queue(struct status_buf *w, const struct status *s)
 	jw_int(w, "disk_bytes", q->disk_bytes);
 	jw_int(w, "max_bytes", q->max_bytes);
 	jw_bool(w, "disk_limited", q->disk_limited);
+	jw_bool(w, "disk_size_unknown", q->disk_size_unknown);
 	jw_int(w, "dlq_records", q->dlq_records);
 	jw_int(w, "evicted_records", q->evicted_records);
 	jw_bool(w, "full", q->full);

@@ -7,12 +7,14 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "config.h"
+#include "crashvfs.h"
 #include "log.h"
 #include "mem.h"
 #include "queue.h"
@@ -927,6 +929,144 @@ TEST(t_budget_block)
 	teardown();
 }
 
+/* A fake filesystem for the budget: what statvfs reports. */
+static struct statvfs fake_vfs;
+
+static int fake_statvfs(const char *path, struct statvfs *buf)
+{
+	*buf = fake_vfs;
+	return 0;
+}
+
+/* Run fn with stderr (where the log goes) in a file; returns its text. */
+static char *capture_log(void (*fn)(void *), void *arg)
+{
+	char path[160], *text;
+	int fd, saved;
+	FILE *f;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/log.txt", tmpdir);
+	fflush(stderr);
+	log_set_level(LOGL_INFO);
+	saved = dup(2);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (saved < 0 || fd < 0)
+		return NULL;
+	dup2(fd, 2);
+	close(fd);
+	fn(arg);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	log_set_level(LOGL_ERROR);
+	f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	text = calloc(1, (size_t)n + 1);
+	if (text && fread(text, 1, (size_t)n, f) != (size_t)n)
+		text[0] = '\0';
+	fclose(f);
+	unlink(path);
+	return text;
+}
+
+static int count_str(const char *s, const char *needle)
+{
+	int n = 0;
+
+	for (; s && (s = strstr(s, needle)); s++)
+		n++;
+	return n;
+}
+
+static void fill_and_enforce(void *arg)
+{
+	static int round;
+	struct queue *q = arg;
+
+	round++;
+	for (int i = 0; i < 20; i++) {
+		CHECK_EQ_INT(append_n(q, "s", round == 1 ? "k" : "l", i * 100, 100, 500), 0);
+		CHECK_EQ_INT(queue_commit(q), 0);
+		CHECK_EQ_INT(queue_enforce_budget(q), 0);
+		CHECK_EQ_INT(queue_commit(q), 0);
+	}
+}
+
+/* FUSE and some network filesystems report zero blocks: the room is
+ * unknown, not zero. The budget stays max_bytes, nothing is evicted, and
+ * the log and status say so (once). */
+TEST(t_budget_fs_without_size)
+{
+	static const char *const outs[] = { "o" };
+	struct queue_opts o = opts_default();
+	struct queue_disk_ops ops = { .statvfs = fake_statvfs };
+	struct queue_stats st;
+	struct queue *q = NULL;
+	char *log;
+
+	setup();
+	memset(&fake_vfs, 0, sizeof(fake_vfs));
+	fake_vfs.f_bsize = fake_vfs.f_frsize = 4096;
+	queue_set_disk_ops(&ops);
+	o.max_bytes = 64 << 20;
+	REQUIRE(queue_open(&q, &o, outs, 1) == 0);
+	log = capture_log(fill_and_enforce, q);
+	CHECK_EQ_INT(queue_budget(q), 64 << 20);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(st.disk_size_unknown);
+	CHECK(!st.disk_limited);
+	CHECK(!st.full);
+	CHECK_EQ_INT(st.max_bytes, 64 << 20);
+	CHECK_EQ_INT(st.evicted_records, 0);
+	CHECK_EQ_INT(st.records, 2000);
+	CHECK_EQ_INT(count_str(log, "reports no size"), 1);
+	CHECK_EQ_INT(count_str(log, "room for -"), 0);
+	free(log);
+
+	/* Odd values are clamped, not trusted: more available than there
+	 * is, a unit of zero, a count that overflows. None shows a negative
+	 * size. */
+	fake_vfs.f_blocks = 1000;
+	fake_vfs.f_bavail = 5000;
+	CHECK_EQ_INT(queue_enforce_budget(q), 0);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(!st.disk_size_unknown);
+	CHECK(st.disk_limited);
+	CHECK(queue_budget(q) > 0);
+	fake_vfs.f_bsize = fake_vfs.f_frsize = 0;
+	CHECK_EQ_INT(queue_enforce_budget(q), 0);
+	CHECK_EQ_INT(queue_budget(q), 64 << 20);
+	fake_vfs.f_bsize = fake_vfs.f_frsize = 1 << 20;
+	fake_vfs.f_blocks = fake_vfs.f_bavail = (fsblkcnt_t)-1;
+	CHECK_EQ_INT(queue_enforce_budget(q), 0);
+	CHECK_EQ_INT(queue_budget(q), 64 << 20);
+	CHECK_EQ_INT(queue_stats(q, &st), 0);
+	CHECK(!st.disk_limited);
+
+	/* A filesystem that is really full: the budget falls to its floor
+	 * and the message names no negative room. */
+	fake_vfs.f_bsize = fake_vfs.f_frsize = 4096;
+	fake_vfs.f_blocks = 1000;
+	fake_vfs.f_bavail = 0;
+	queue_close(q);
+	q = NULL;
+	REQUIRE(queue_open(&q, &o, outs, 1) == 0);
+	log = capture_log(fill_and_enforce, q);
+	CHECK_EQ_INT(queue_budget(q), 512 << 10);
+	CHECK_EQ_INT(count_str(log, "filesystem is full"), 1);
+	CHECK_EQ_INT(count_str(log, "for -"), 0);
+	CHECK_EQ_INT(count_str(log, "of -"), 0);
+	free(log);
+	queue_close(q);
+	queue_set_disk_ops(NULL);
+	teardown();
+}
+
 static bool corrupt_file_exists(void)
 {
 	struct dirent *de;
@@ -1087,16 +1227,21 @@ TEST(t_corrupt_block)
 	CHECK_EQ_INT(cnt, f2 - 1);
 	queue_close(ro);
 
-	/* The writer replaces each damaged block by a gap marker and reads on. */
+	/* The writer drops each damaged block, reads on, and appends a gap
+	 * marker for it, with a new seq: the block's seqs named its records. */
 	q = open_q(outs, 1);
 	REQUIRE(q);
 	CHECK_EQ_INT(queue_read(q, 0, 100000, corrupt_cb, &cs),
-		     total - n2 - (l3 - f3 + 1) + 2);
+		     total - n2 - (l3 - f3 + 1));
+	CHECK_EQ_INT(cs.gaps, 0);
+	CHECK(queue_pending(q) > 0);
+	CHECK_EQ_INT(queue_commit(q), 0);
+	CHECK_EQ_INT(queue_read(q, cs.prev, 100000, corrupt_cb, &cs), 2);
 	CHECK(!cs.bad);
 	CHECK_EQ_INT(cs.gaps, 2);
 	CHECK_EQ_INT(cs.data, total - n2 - (l3 - f3 + 1));
-	CHECK_EQ_INT(cs.gap_seq[0], l2);
-	CHECK_EQ_INT(cs.gap_seq[1], l3);
+	CHECK(cs.gap_seq[0] > total);
+	CHECK_EQ_INT(cs.gap_seq[1], cs.gap_seq[0] + 1);
 	snprintf(want, sizeof(want),
 		 "{\"gap\":{\"first_seq\":%" PRId64 ",\"last_seq\":%" PRId64
 		 ",\"count\":%" PRId64 ",\"reason\":\"corrupt_block\"}}",
@@ -1109,8 +1254,6 @@ TEST(t_corrupt_block)
 		 ",\"count\":%" PRId64 ",\"reason\":\"corrupt_block\"}}",
 		 f3, l3, n3);
 	CHECK_EQ_STR(cs.gap_data[1], want);
-	CHECK(queue_pending(q) > 0);
-	CHECK_EQ_INT(queue_commit(q), 0);
 	/* Still usable: appends, counts, cursor moves. */
 	CHECK_EQ_INT(append_n(q, "s", "z", 0, 5, 10), 0);
 	CHECK_EQ_INT(queue_commit(q), 0);
@@ -1124,8 +1267,8 @@ TEST(t_corrupt_block)
 	q = open_q(outs, 1);
 	REQUIRE(q);
 	memset(&cs, 0, sizeof(cs));
-	CHECK_EQ_INT(queue_read(q, 0, 100000, corrupt_cb, &cs), total - l3 + 5);
-	CHECK_EQ_INT(cs.gaps, 0);
+	CHECK_EQ_INT(queue_read(q, 0, 100000, corrupt_cb, &cs), total - l3 + 2 + 5);
+	CHECK_EQ_INT(cs.gaps, 2);
 	CHECK(!corrupt_file_exists());
 	queue_close(q);
 	teardown();
@@ -1387,6 +1530,46 @@ TEST(t_alloc_failure)
 	teardown();
 }
 
+/* A commit that fails takes its records with it, but not their seqs: the
+ * caller may have been told them, and a seq names one record only. */
+TEST(t_rollback_keeps_seqs)
+{
+	static const char *const outs[] = { "o" };
+	struct queue_opts o = opts_default();
+	char data[32];
+	struct qrec_in r = { .stream = "s", .key = "late", .data = data };
+	struct collect c = { 0 };
+	struct queue *q;
+	int64_t seq, lost = 0;
+
+	setup();
+	REQUIRE(crashvfs_register() == SQLITE_OK);
+	crashvfs_reset();
+	o.vfs = CRASHVFS_NAME;
+	REQUIRE(queue_open(&q, &o, outs, 1) == 0);
+	REQUIRE(append_n(q, "s", "a", 0, 3, 20) == 0);
+	REQUIRE(queue_commit(q) == 0);
+	REQUIRE(append_n(q, "s", "b", 0, 4, 20) == 0);
+	REQUIRE(queue_append(q, &(struct qrec_in){ .stream = "s", .key = "b4",
+						    .data = "{}", .len = 2 },
+			     &lost) == 0);
+	CHECK_EQ_INT(lost, 8);
+	crashvfs_fail_writes(1 << 20, SQLITE_FULL);
+	CHECK(queue_commit(q) < 0);
+	crashvfs_fail_writes(0, 0);
+	r.len = (size_t)snprintf(data, sizeof(data), "{\"late\":1}");
+	REQUIRE(queue_append(q, &r, &seq) == 0);
+	CHECK(seq > lost);
+	REQUIRE(queue_commit(q) == 0);
+	CHECK_EQ_INT(queue_read(q, 0, 64, collect_cb, &c), 4);
+	CHECK_EQ_INT(c.seq[2], 3);
+	CHECK_EQ_INT(c.seq[3], seq);
+	CHECK_EQ_STR(c.key[3], "late");
+	queue_close(q);
+	crashvfs_reset();
+	teardown();
+}
+
 int main(void)
 {
 	log_set_level(LOGL_ERROR);
@@ -1403,6 +1586,7 @@ int main(void)
 	RUN(t_big_record);
 	RUN(t_budget_drop_oldest);
 	RUN(t_budget_block);
+	RUN(t_budget_fs_without_size);
 	RUN(t_corrupt_garbage);
 	RUN(t_corrupt_pages);
 	RUN(t_corrupt_block);
@@ -1410,6 +1594,7 @@ int main(void)
 	RUN(t_readonly);
 	RUN(t_dlq);
 	RUN(t_alloc_failure);
+	RUN(t_rollback_keeps_seqs);
 	if (tmpdir[0])
 		teardown();
 	TEST_END();

@@ -370,6 +370,24 @@ TEST(test_corruption_recovered)
 	buf_release(&json);
 }
 
+/* A filesystem that reports no size (FUSE, some network filesystems):
+ * its free space is unknown, and status says so instead of a budget cut. */
+TEST(test_fs_without_size)
+{
+	struct buf text = BUF_INIT, json = BUF_INIT;
+	struct status s;
+
+	base(&s);
+	s.queue.disk_size_unknown = true;
+	CHECK_EQ_INT(status_render_text(&s, &text), 0);
+	CHECK(has(&text, "filesystem reports no size: free space unknown, budget is max_bytes\n"));
+	CHECK(!strstr(text.p, "budget cut"));
+	CHECK_EQ_INT(status_render_json(&s, &json), 0);
+	CHECK(has(&json, "\"disk_size_unknown\":true"));
+	buf_release(&text);
+	buf_release(&json);
+}
+
 /* Remote error texts and file names can hold anything; neither rendering
  * may pass control characters or invalid UTF-8 through. */
 TEST(test_hostile_strings)
@@ -537,6 +555,7 @@ int main(void)
 	RUN(test_not_running);
 	RUN(test_queue_full_blocked);
 	RUN(test_corruption_recovered);
+	RUN(test_fs_without_size);
 	RUN(test_hostile_strings);
 	RUN(test_no_memory);
 	RUN(test_client_certificate);
