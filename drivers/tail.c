@@ -1,11 +1,19 @@
 /* tail.c - the tail input driver: follows files matching glob patterns and
  * hands over each complete line, surviving rotation, truncation and restarts.
  *
- * Files are polled with fstat/pread on a timer (portable, and cheap for the
- * handful of files a gateway tails). Each file is known by its device and
- * inode; its position (offset after the last handed-over line, a generation
- * and a fingerprint of its first bytes) is saved through the core together
- * with the records, so a restart resumes exactly where the queue stopped.
+ * Files are read as data arrives: inotify watches on their directories wake
+ * the driver, which then reads with fstat/pread. Where inotify cannot be had
+ * (not built in, or the watch limit is reached) a timer polls instead. Each
+ * file is known by its device and inode; its position (offset after the last
+ * handed-over line, a generation and a fingerprint of its first bytes) is
+ * saved through the core together with the records, so a restart resumes
+ * exactly where the queue stopped.
+ *
+ * A file truncated before it was read to its end (logrotate's copytruncate)
+ * still has the unread part in its rotated copy: the driver finds that copy
+ * in the same directory by the fingerprint and reads it from the saved offset
+ * to its end, under the old file's keys, before going on with the live file.
+ * What no copy holds is reported to the lake as a gap marker.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -16,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -35,6 +44,21 @@
 #define DEFAULT_MAX_LINE (1 << 20)
 
 enum { START_HEAD, START_END };
+
+/* The calls whose failure switches the driver to polling, through a table
+ * so that tests can make them fail (no inotify, watch limit reached). */
+struct tail_syscalls {
+	int (*inotify_init1)(int flags);
+	int (*inotify_add_watch)(int fd, const char *path, uint32_t mask);
+};
+struct tail_syscalls tail_sys = { inotify_init1, inotify_add_watch };
+
+/* Changes in a directory that may mean new data or another file. */
+#define WATCH_MASK (IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | \
+		    IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+/* ... of which these may change which files the patterns match. */
+#define RESCAN_MASK (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | \
+		     IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW | IN_IGNORED)
 
 struct tail_conf {
 	char *path;
@@ -69,7 +93,23 @@ struct tail_file {
 	unsigned char fp[FP_LEN];
 	size_t fp_len;
 	int64_t seen_size;
+	int64_t max_size;         /* largest size seen in this generation */
 	struct timespec seen_mtime;
+	/* The bytes just before mark_end (<= offset), to tell the right
+	 * rotated copy from another with the same head. */
+	unsigned char mark[FP_LEN];
+	size_t mark_len;
+	int64_t mark_end;
+	/* Copy-truncate: the rotated copy read first (its own fd, path and
+	 * buffer; this file's identity and old generation in its keys). */
+	struct tail_file *copy;
+	bool is_copy;
+	bool retruncated;         /* truncated again while its copy is read */
+	/* A gap marker not yet accepted by the core. */
+	bool gap_pending;
+	int64_t gap_off, gap_len;
+	char gap_reason[32];
+	char gap_key[112];
 	int64_t last_growth;      /* monotonic ms */
 	char *header;             /* csv header line, without newline */
 	size_t header_len;
@@ -97,9 +137,23 @@ struct tail {
 	bool blocked;
 	int64_t last_scan;
 	char err[256];            /* first problem of this tick */
+	char scan_err[256];       /* ... of the last scan, shown until the next */
 	char reported[256];       /* the error the core currently shows */
 	size_t shown_files, shown_gone;
 	bool shown_blocked, state_shown;
+	bool error_sticky;        /* a loss is shown: ticks without errors keep it */
+	int64_t lost_bytes;
+	size_t gaps, shown_gaps;
+	/* inotify on the directories of the patterns and of the files read */
+	struct loop_fd ino;
+	bool polling;
+	char poll_why[80];
+	struct watch {
+		int wd;
+		char *dir;
+	} *watches;
+	size_t n_watches, cap_watches;
+	bool want_scan;
 };
 
 struct budget {
@@ -159,30 +213,56 @@ static void note_error(struct tail *t, const char *fmt, ...)
 
 static void report_errors(struct tail *t)
 {
+	/* Ticks between two scans do not retry what the scan found. */
+	if (!t->err[0])
+		memcpy(t->err, t->scan_err, sizeof(t->err));
 	if (t->err[0]) {
 		if (strcmp(t->err, t->reported)) {
 			input_error(t->in, "%s", t->err);
 			snprintf(t->reported, sizeof(t->reported), "%s", t->err);
 		}
-	} else if (t->reported[0]) {
+		t->error_sticky = false;
+	} else if (t->reported[0] && !t->error_sticky) {
 		input_clear_error(t->in);
 		t->reported[0] = '\0';
 	}
 	t->err[0] = '\0';
 }
 
+/* Lost data stays shown: the last error ages, the state does not. */
+static void show_loss(struct tail *t, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void show_loss(struct tail *t, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(t->reported, sizeof(t->reported), fmt, ap);
+	va_end(ap);
+	input_error(t->in, "%s", t->reported);
+	t->error_sticky = true;
+}
+
 static void update_state(struct tail *t)
 {
 	size_t gone = 0;
+	char lost[64] = "", poll[96] = "";
 
 	for (size_t i = 0; i < t->n_files; i++)
 		gone += t->files[i]->gone;
 	if (t->state_shown && gone == t->shown_gone && t->n_files == t->shown_files &&
-	    t->blocked == t->shown_blocked)
+	    t->blocked == t->shown_blocked && t->gaps == t->shown_gaps)
 		return;
-	input_set_state(t->in, "tailing %zu file%s, %zu rotated%s", t->n_files,
-			t->n_files == 1 ? "" : "s", gone,
+	if (t->gaps)
+		snprintf(lost, sizeof(lost), ", %" PRId64 " bytes lost in %zu gap%s", t->lost_bytes,
+			 t->gaps, t->gaps == 1 ? "" : "s");
+	if (t->polling)
+		snprintf(poll, sizeof(poll), ", polling (%s)", t->poll_why);
+	input_set_state(t->in, "tailing %zu file%s, %zu rotated%s%s%s", t->n_files,
+			t->n_files == 1 ? "" : "s", gone, lost, poll,
 			t->blocked ? ", waiting for queue space" : "");
+	t->shown_gaps = t->gaps;
 	t->shown_files = t->n_files;
 	t->shown_gone = gone;
 	t->shown_blocked = t->blocked;
@@ -347,6 +427,7 @@ static void file_free(struct tail_file *f)
 		return;
 	if (f->t && f->t->header_owner == f)
 		f->t->header_owner = NULL;
+	file_free(f->copy);
 	if (f->fd >= 0)
 		close(f->fd);
 	xfree(f->buf);
@@ -355,19 +436,25 @@ static void file_free(struct tail_file *f)
 	xfree(f);
 }
 
-/* Position state: "1 <offset> <gen> <fingerprint hex or -> <path>". Text,
- * so it survives a change of architecture and is readable in the queue. */
+/* Position state: "2 <offset> <gen> <fingerprint hex or -> <size> <path>",
+ * size being the largest the file was seen at (what is known lost if the
+ * file is found truncated at the next start). While a rotated copy is read,
+ * the copy's progress is saved instead: the old generation, offset and
+ * fingerprint, which at the next start no longer match the live file and so
+ * lead to the copy again. Text, so it survives a change of architecture
+ * and is readable in the queue. */
 static int save_position(struct tail *t, struct tail_file *f)
 {
+	const struct tail_file *p = f->copy ? f->copy : f;
 	char text[80 + 2 * FP_LEN + 4096];
 	int n, rc;
 
-	n = snprintf(text, sizeof(text), "1 %" PRId64 " %" PRIu64 " ", f->offset, f->gen);
-	if (!f->fp_len)
+	n = snprintf(text, sizeof(text), "2 %" PRId64 " %" PRIu64 " ", p->offset, p->gen);
+	if (!p->fp_len)
 		text[n++] = '-';
-	for (size_t i = 0; i < f->fp_len; i++)
-		n += snprintf(text + n, sizeof(text) - (size_t)n, "%02x", f->fp[i]);
-	n += snprintf(text + n, sizeof(text) - (size_t)n, " %s", f->path);
+	for (size_t i = 0; i < p->fp_len; i++)
+		n += snprintf(text + n, sizeof(text) - (size_t)n, "%02x", p->fp[i]);
+	n += snprintf(text + n, sizeof(text) - (size_t)n, " %" PRId64 " %s", p->max_size, f->path);
 	if (n >= (int)sizeof(text))
 		n = (int)sizeof(text) - 1;
 	rc = input_save_position(t->in, f->source, text, (size_t)n);
@@ -376,23 +463,41 @@ static int save_position(struct tail *t, struct tail_file *f)
 		return rc;
 	}
 	f->dirty = false;
+	if (f->copy)
+		f->copy->dirty = false;
 	return 0;
 }
 
-static bool parse_position(const char *data, size_t len, int64_t *off, uint64_t *gen,
-			   unsigned char *fp, size_t *fp_len)
+/* What is known of a file's previous generation when it is found
+ * truncated: where reading stopped, how it began and how long it was. */
+struct old_gen {
+	int64_t off;               /* the first byte not handed over */
+	uint64_t gen;
+	unsigned char fp[FP_LEN];
+	size_t fp_len;
+	unsigned char mark[FP_LEN]; /* the bytes before mark_end, if known */
+	size_t mark_len;
+	int64_t mark_end;
+	int64_t size;              /* largest size seen; -1 unknown */
+};
+
+/* Version 1 (no size) is what earlier versions saved. */
+static bool parse_position(const char *data, size_t len, struct old_gen *o)
 {
 	char text[256], hex[2 * FP_LEN + 2];
-	int version;
+	int version, used = 0;
 
+	memset(o, 0, sizeof(*o));
 	if (len >= sizeof(text))
 		len = sizeof(text) - 1;
 	memcpy(text, data, len);
 	text[len] = '\0';
-	if (sscanf(text, "%d %" SCNd64 " %" SCNu64 " %129s", &version, off, gen, hex) != 4 ||
-	    version != 1 || *off < 0)
+	if (sscanf(text, "%d %" SCNd64 " %" SCNu64 " %129s%n", &version, &o->off, &o->gen, hex,
+		   &used) != 4 || (version != 1 && version != 2) || o->off < 0)
 		return false;
-	*fp_len = 0;
+	o->size = -1;
+	if (version == 2 && (sscanf(text + used, " %" SCNd64, &o->size) != 1 || o->size < -1))
+		return false;
 	if (!strcmp(hex, "-"))
 		return true;
 	if (strlen(hex) % 2 || strlen(hex) > 2 * FP_LEN)
@@ -402,10 +507,183 @@ static bool parse_position(const char *data, size_t len, int64_t *off, uint64_t 
 
 		if (sscanf(hex + 2 * i, "%2x", &b) != 1)
 			return false;
-		fp[i] = (unsigned char)b;
-		(*fp_len)++;
+		o->fp[i] = (unsigned char)b;
+		o->fp_len++;
 	}
 	return true;
+}
+
+static struct tail_file *find_file(struct tail *t, uint64_t dev, uint64_t ino);
+
+/* Do the bytes of fd at off equal want[0..len)? */
+static bool bytes_at(int fd, int64_t off, const unsigned char *want, size_t len)
+{
+	unsigned char now[FP_LEN];
+
+	return len <= sizeof(now) && pread_full(fd, now, len, off) == (ssize_t)len &&
+	       !memcmp(now, want, len);
+}
+
+static bool is_compressed_name(const char *name)
+{
+	static const char *const ext[] = { ".gz", ".xz", ".bz2", ".zst", ".lz4", ".Z", NULL };
+	size_t n = strlen(name);
+
+	for (int i = 0; ext[i]; i++)
+		if (n > strlen(ext[i]) && !strcmp(name + n - strlen(ext[i]), ext[i]))
+			return true;
+	return false;
+}
+
+/* A rotated copy of f's old generation: another regular file in f's
+ * directory that begins with the old fingerprint, reaches at least to the
+ * old offset and holds the bytes remembered before it; the newest such
+ * file. Returns 1 with *fd, *path and *size set, 0 when there is none
+ * (*compressed tells that a compressed file of that name family exists,
+ * which may hold the bytes but is not read), or -errno. */
+static int find_copy(struct tail *t, const struct tail_file *f, const struct old_gen *o,
+		     int *fd, char **path, int64_t *size, bool *compressed)
+{
+	const char *slash = strrchr(f->path, '/');
+	const char *base = slash ? slash + 1 : f->path;
+	char dir[4096];
+	struct timespec best_mtime = { 0, 0 };
+	struct dirent *de;
+	int best = -1;
+	DIR *d;
+
+	*compressed = false;
+	if (!slash || !o->fp_len || (size_t)(slash - f->path) >= sizeof(dir))
+		return 0;
+	memcpy(dir, f->path, (size_t)(slash - f->path));
+	dir[slash - f->path] = '\0';
+	d = opendir(dir[0] ? dir : "/");
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		struct stat st;
+		int cfd;
+
+		if (de->d_name[0] == '.' && (!de->d_name[1] || !strcmp(de->d_name, "..")))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode) ||
+		    ((uint64_t)st.st_dev == f->dev && (uint64_t)st.st_ino == f->ino) ||
+		    find_file(t, st.st_dev, st.st_ino))
+			continue;
+		if (is_compressed_name(de->d_name)) {
+			*compressed |= !strncmp(de->d_name, base, strlen(base));
+			continue;
+		}
+		if (st.st_size < o->off || st.st_size < (int64_t)o->fp_len)
+			continue;
+		cfd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+		if (cfd < 0)
+			continue;
+		if (!bytes_at(cfd, 0, o->fp, o->fp_len) ||
+		    (o->mark_len && (st.st_size < o->mark_end ||
+				     !bytes_at(cfd, o->mark_end - (int64_t)o->mark_len, o->mark,
+					       o->mark_len))) ||
+		    (best >= 0 && (st.st_mtim.tv_sec < best_mtime.tv_sec ||
+				   (st.st_mtim.tv_sec == best_mtime.tv_sec &&
+				    st.st_mtim.tv_nsec <= best_mtime.tv_nsec)))) {
+			close(cfd);
+			continue;
+		}
+		if (best >= 0)
+			close(best);
+		best = cfd;
+		best_mtime = st.st_mtim;
+		*size = st.st_size;
+		xfree(*path);
+		*path = xmalloc(strlen(dir) + strlen(de->d_name) + 2);
+		if (*path)
+			sprintf(*path, "%s/%s", dir, de->d_name);
+	}
+	closedir(d);
+	if (best >= 0 && !*path) {
+		close(best);
+		return -ENOMEM;
+	}
+	*fd = best;
+	return best >= 0;
+}
+
+/* Remember a loss of f's old generation, told to the core by emit_gap(). */
+static void set_gap(struct tail_file *f, const struct old_gen *o, int64_t off, int64_t len,
+		    const char *reason)
+{
+	f->gap_pending = true;
+	f->gap_off = off;
+	f->gap_len = len;
+	snprintf(f->gap_reason, sizeof(f->gap_reason), "%s", reason);
+	snprintf(f->gap_key, sizeof(f->gap_key), "gap:tail:%" PRIu64 ":%" PRIu64 ":%" PRIu64 ":%" PRId64,
+		 f->dev, f->ino, o->gen, off);
+}
+
+static void file_set_key_prefix(struct tail_file *f);
+static void file_reset_buffer(struct tail_file *f, int64_t off);
+
+/* f was found truncated (or changed while the agent was stopped) with its
+ * old generation o: read what o's rotated copy holds past o->off first, and
+ * count what no copy holds. f itself already starts its new generation. */
+static void recover(struct tail *t, struct tail_file *f, const struct old_gen *o)
+{
+	struct tail_file *c;
+	char *path = NULL;
+	int64_t size = 0;
+	bool compressed;
+	int fd = -1;
+	int rc = find_copy(t, f, o, &fd, &path, &size, &compressed);
+
+	if (rc < 0)
+		note_error(t, "cannot look for the rotated copy of %s: %s", f->path, strerror(-rc));
+	if (rc <= 0) {
+		if (o->size > o->off)
+			set_gap(f, o, o->off, o->size - o->off,
+				compressed ? "copy_compressed" : "truncated_unread");
+		else
+			log_info("input %s: %s was truncated or replaced; reading it again from the start",
+				 input_name(t->in), f->path);
+		return;
+	}
+	if (o->size > size)
+		set_gap(f, o, size, o->size - size, "written_after_copy");
+	if (size == o->off) {
+		log_info("input %s: %s was truncated after it was read to its end (its copy is %s)",
+			 input_name(t->in), f->path, path);
+		close(fd);
+		xfree(path);
+		return;
+	}
+	c = xcalloc(1, sizeof(*c));
+	if (!c) {
+		set_gap(f, o, o->off, size - o->off, "truncated_unread");
+		note_error(t, "cannot read the rotated copy %s: %s", path, strerror(ENOMEM));
+		close(fd);
+		xfree(path);
+		return;
+	}
+	log_info("input %s: %s was truncated before %" PRId64 " bytes of it were read; reading them from its rotated copy %s",
+		 input_name(t->in), f->path, size - o->off, path);
+	c->t = t;
+	c->fd = fd;
+	c->path = path;
+	c->dev = f->dev;
+	c->ino = f->ino;
+	c->gen = o->gen;
+	c->offset = o->off;
+	c->is_copy = true;
+	/* The copy is complete before the truncation: read it to its end,
+	 * unterminated last line included, without waiting. */
+	c->gone = true;
+	c->last_growth = INT64_MIN / 2;
+	memcpy(c->fp, o->fp, o->fp_len);
+	c->fp_len = o->fp_len;
+	c->seen_size = size;
+	c->max_size = o->size > size ? o->size : size;
+	file_set_key_prefix(c);
+	file_reset_buffer(c, c->offset);
+	f->copy = c;
 }
 
 /* Decide where a newly opened file starts: its saved position if it still
@@ -414,25 +692,23 @@ static int file_place(struct tail *t, struct tail_file *f, int64_t size, bool fi
 {
 	void *data = NULL;
 	size_t len = 0;
-	int64_t off;
-	uint64_t gen;
-	unsigned char fp[FP_LEN];
-	size_t fp_len;
+	struct old_gen o;
 	int rc = input_load_position(t->in, f->source, &data, &len);
 
 	if (rc && rc != -ENOENT) {
 		note_error(t, "cannot load position of %s: %s", f->path, strerror(-rc));
 		return rc;
 	}
-	if (!rc && parse_position(data, len, &off, &gen, fp, &fp_len)) {
-		if (size >= off && fp_matches(f, fp, fp_len)) {
-			f->offset = off;
-			f->gen = gen;
+	if (!rc && parse_position(data, len, &o)) {
+		if (size >= o.off && fp_matches(f, o.fp, o.fp_len)) {
+			f->offset = o.off;
+			f->gen = o.gen;
 		} else {
-			log_info("input %s: %s changed since its position was saved; reading it from the start",
-				 input_name(t->in), f->path);
+			/* Truncated while agentd was stopped, or while it read
+			 * the rotated copy: that copy still has the rest. */
 			f->offset = 0;
-			f->gen = gen + 1;
+			f->gen = o.gen + 1;
+			recover(t, f, &o);
 		}
 	} else {
 		if (!rc)
@@ -467,6 +743,132 @@ static void file_seen(struct tail_file *f, const char *path)
 			f->dirty = true;
 		}
 	}
+}
+
+static void free_watches(struct tail *t)
+{
+	for (size_t i = 0; i < t->n_watches; i++)
+		xfree(t->watches[i].dir);
+	xfree(t->watches);
+	t->watches = NULL;
+	t->n_watches = t->cap_watches = 0;
+}
+
+/* Without inotify, changes are found by looking every poll_interval. */
+static void poll_instead(struct tail *t, int err)
+{
+	if (t->polling)
+		return;
+	t->polling = true;
+	if (err == ENOSPC)
+		snprintf(t->poll_why, sizeof(t->poll_why),
+			 "inotify watch limit reached, see fs.inotify.max_user_watches");
+	else if (err == EMFILE)
+		snprintf(t->poll_why, sizeof(t->poll_why),
+			 "inotify instance limit reached, see fs.inotify.max_user_instances");
+	else
+		snprintf(t->poll_why, sizeof(t->poll_why), "inotify unavailable: %s", strerror(err));
+	log_warn("input %s: %s; checking the files every poll_interval (%" PRId64 " ms) instead",
+		 input_name(t->in), t->poll_why, t->conf->poll_interval_ms);
+	if (t->ino.fd >= 0) {
+		loop_fd_del(t->loop, &t->ino);
+		close(t->ino.fd);
+		t->ino.fd = -1;
+	}
+	free_watches(t);
+	t->state_shown = false;
+}
+
+/* Watch a directory (dir[0..len)) for changes to the files in it. A
+ * directory that cannot be watched yet (missing, no permission) is tried
+ * again at the next scan. */
+static void watch_dir(struct tail *t, const char *path, size_t len)
+{
+	char dir[4096];
+	int wd;
+
+	if (t->ino.fd < 0 || !len || len >= sizeof(dir))
+		return;
+	memcpy(dir, path, len);
+	dir[len] = '\0';
+	for (size_t i = 0; i < t->n_watches; i++)
+		if (!strcmp(t->watches[i].dir, dir))
+			return;
+	wd = tail_sys.inotify_add_watch(t->ino.fd, dir, WATCH_MASK);
+	if (wd < 0) {
+		if (errno == ENOSPC || errno == ENOMEM)
+			poll_instead(t, errno);
+		return;
+	}
+	if (t->n_watches == t->cap_watches) {
+		size_t n = t->cap_watches ? 2 * t->cap_watches : 4;
+		struct watch *v = xrealloc(t->watches, n * sizeof(*v));
+
+		if (!v)
+			goto out_rm;
+		t->watches = v;
+		t->cap_watches = n;
+	}
+	t->watches[t->n_watches].dir = xstrdup(dir);
+	if (!t->watches[t->n_watches].dir)
+		goto out_rm;
+	t->watches[t->n_watches++].wd = wd;
+	return;
+
+out_rm:
+	inotify_rm_watch(t->ino.fd, wd);
+}
+
+static void watch_file_dir(struct tail *t, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash)
+		watch_dir(t, path, slash == path ? 1 : (size_t)(slash - path));
+}
+
+static void drop_watch(struct tail *t, int wd)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < t->n_watches; i++) {
+		if (t->watches[i].wd == wd)
+			xfree(t->watches[i].dir);
+		else
+			t->watches[j++] = t->watches[i];
+	}
+	t->n_watches = j;
+}
+
+/* Something changed in a watched directory: look now. */
+static void tail_inotify(struct loop_fd *w, unsigned revents)
+{
+	struct tail *t = container_of(w, struct tail, ino);
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	bool any = false;
+
+	(void)revents;
+	/* Bounded, so a directory that never rests cannot hold the loop. */
+	for (int round = 0; round < 16; round++) {
+		ssize_t n = read(w->fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		any = true;
+		for (ssize_t i = 0; i + (ssize_t)sizeof(struct inotify_event) <= n;) {
+			const struct inotify_event *ev = (const void *)(buf + i);
+
+			if (ev->mask & RESCAN_MASK)
+				t->want_scan = true;
+			if (ev->mask & IN_IGNORED)
+				drop_watch(t, ev->wd);
+			i += (ssize_t)(sizeof(*ev) + ev->len);
+		}
+	}
+	if (any && !t->blocked)
+		loop_timer_set(t->loop, &t->timer, 0);
 }
 
 static int open_file(struct tail *t, const char *path, bool first_scan)
@@ -530,11 +932,14 @@ static int open_file(struct tail *t, const char *path, bool first_scan)
 	file_set_key_prefix(f);
 	file_reset_buffer(f, f->offset);
 	f->seen_size = st.st_size;
+	if (st.st_size > f->max_size)
+		f->max_size = st.st_size;
 	f->seen_mtime = st.st_mtim;
 	f->last_growth = loop_now_ms();
 	f->seen = true;
 	f->dirty = true;
 	t->files[t->n_files++] = f;
+	watch_file_dir(t, path);
 	log_info("input %s: following %s from offset %" PRId64, input_name(t->in), path, f->offset);
 	return 0;
 
@@ -571,6 +976,7 @@ static bool pattern_dir_ok(struct tail *t, const char *pat)
 		return true;
 	memcpy(dir, pat, n);
 	dir[n] = '\0';
+	watch_dir(t, dir, n);
 	if (!magic) {
 		/* A fixed name needs only search permission on its directory. */
 		int err = stat(dir, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
@@ -642,20 +1048,50 @@ static void scan(struct tail *t, bool first_scan)
 		}
 	}
 	t->last_scan = loop_now_ms();
+	memcpy(t->scan_err, t->err, sizeof(t->scan_err));
 }
 
+/* Start f's next generation from its head, looking for what the old one
+ * had not handed over in its rotated copy. */
 static void file_truncated(struct tail *t, struct tail_file *f)
 {
-	log_info("input %s: %s was truncated or replaced; reading it again from the start",
-		 input_name(t->in), f->path);
+	struct old_gen o;
+	int64_t read_to = f->buf_off + (int64_t)f->len;
+
+	o.off = f->offset;
+	o.gen = f->gen;
+	memcpy(o.fp, f->fp, f->fp_len);
+	o.fp_len = f->fp_len;
+	memcpy(o.mark, f->mark, f->mark_len);
+	o.mark_len = f->mark_len;
+	o.mark_end = f->mark_end;
+	o.size = f->max_size > read_to ? f->max_size : read_to;
 	f->gen++;
 	file_set_key_prefix(f);
 	f->offset = 0;
+	f->mark_len = 0;
+	f->mark_end = 0;
+	f->max_size = f->seen_size;
 	file_reset_buffer(f, 0);
 	file_drop_header(f);
 	if (read_fp(f, f->fp, &f->fp_len))
 		f->fp_len = 0;
 	f->dirty = true;
+	recover(t, f, &o);
+}
+
+/* Keep the bytes before the position, which tell f's rotated copy apart. */
+static void keep_mark(struct tail_file *f)
+{
+	int64_t end = f->offset - f->buf_off;
+	size_t k;
+
+	if (f->in_long || end <= 0 || end > (int64_t)f->len)
+		return;
+	k = end > FP_LEN ? FP_LEN : (size_t)end;
+	memcpy(f->mark, f->buf + end - (int64_t)k, k);
+	f->mark_len = k;
+	f->mark_end = f->offset;
 }
 
 /* Notice growth, deletion and truncation since the last look. */
@@ -675,6 +1111,10 @@ static int file_check(struct tail *t, struct tail_file *f)
 			f->last_growth = loop_now_ms();
 		f->gone = f->deleted = true;
 	}
+	/* Truncated again while the copy of the last truncation is read:
+	 * handled when that is done, with this generation as it was. */
+	if (f->retruncated)
+		return 0;
 	if (st.st_size == f->seen_size && st.st_mtim.tv_sec == f->seen_mtime.tv_sec &&
 	    st.st_mtim.tv_nsec == f->seen_mtime.tv_nsec)
 		return 0;
@@ -686,9 +1126,14 @@ static int file_check(struct tail *t, struct tail_file *f)
 	 * truncation, possibly already refilled by the writer. */
 	if (st.st_size < f->buf_off + (int64_t)f->len || read_fp(f, now, &n) ||
 	    n < f->fp_len || memcmp(now, f->fp, f->fp_len)) {
-		file_truncated(t, f);
+		if (f->copy)
+			f->retruncated = true;
+		else
+			file_truncated(t, f);
 		return 0;
 	}
+	if (st.st_size > f->max_size)
+		f->max_size = st.st_size;
 	if (n > f->fp_len) {
 		memcpy(f->fp, now, n);
 		f->fp_len = n;
@@ -950,15 +1395,93 @@ static int file_finish(struct tail *t, struct tail_file *f, struct budget *b)
 	return rc;
 }
 
+static const char *gap_why(const char *reason)
+{
+	if (!strcmp(reason, "written_after_copy"))
+		return "written after logrotate's copy was made and before the truncation";
+	if (!strcmp(reason, "copy_compressed"))
+		return "truncated before they were read; only a compressed copy may hold them";
+	return "truncated before they were read, and no rotated copy holds them";
+}
+
+/* Tell the core of f's pending gap. 0, -EAGAIN or -errno. */
+static int emit_gap(struct tail *t, struct tail_file *f)
+{
+	int rc;
+
+	if (!f->gap_pending)
+		return 0;
+	rc = input_gap(t->in, f->path, f->gap_off, f->gap_len, f->gap_reason, f->gap_key);
+	if (rc == -EAGAIN) {
+		t->blocked = true;
+		return rc;
+	}
+	if (rc) {
+		note_error(t, "cannot queue the gap marker of %s: %s", f->path, strerror(-rc));
+		return rc;
+	}
+	f->gap_pending = false;
+	f->dirty = true;
+	t->gaps++;
+	t->lost_bytes += f->gap_len;
+	show_loss(t, "%" PRId64 " bytes of %s from offset %" PRId64 " are lost (%s); a gap marker tells the lake",
+		  f->gap_len, f->path, f->gap_off, gap_why(f->gap_reason));
+	return 0;
+}
+
+static int file_pump(struct tail *t, struct tail_file *f, struct budget *b);
+
+/* Read f's rotated copy before f. 0 when the copy is done (f goes on),
+ * 1 while it is not, or an error of file_pump(). */
+static int pump_copy(struct tail *t, struct tail_file *f, struct budget *b)
+{
+	struct tail_file *c = f->copy;
+	int rc = file_pump(t, c, b);
+
+	if (rc)
+		return rc;
+	/* Drained but not finished: a csv copy without a complete header
+	 * line, which will not get one. */
+	if (!c->finished)
+		note_error(t, "%s has no complete header line; its lines from offset %" PRId64 " are not read",
+			   c->path, c->offset);
+	else
+		log_info("input %s: read %s to its end", input_name(t->in), c->path);
+	f->copy = NULL;
+	file_free(c);
+	f->dirty = true;
+	if (f->retruncated) {
+		f->retruncated = false;
+		file_truncated(t, f);
+		rc = emit_gap(t, f);
+		if (rc)
+			return rc;
+		return f->copy ? 1 : 0;
+	}
+	return 0;
+}
+
 /* Hand over what f has. 0 when it is drained, 1 when the budget ran out,
  * -EAGAIN when the queue is full, or another -errno (retried next tick). */
 static int file_pump(struct tail *t, struct tail_file *f, struct budget *b)
 {
 	int rc;
 
-	rc = file_check(t, f);
+	rc = emit_gap(t, f);
 	if (rc)
 		return rc;
+	if (!f->is_copy) {
+		rc = file_check(t, f);
+		if (!rc)
+			rc = emit_gap(t, f);
+		if (rc)
+			return rc;
+	}
+	if (f->copy) {
+		rc = pump_copy(t, f, b);
+		if (rc)
+			return rc;
+	}
 	if (t->wants_header && !f->have_header && f->offset > 0) {
 		rc = file_load_header(t, f);
 		if (rc)
@@ -975,6 +1498,7 @@ static int file_pump(struct tail *t, struct tail_file *f, struct budget *b)
 		}
 		if (!f->in_long) {
 			rc = hand_over_lines(t, f, b);
+			keep_mark(f);
 			if (rc)
 				return rc;
 			if (f->len - f->pos > t->max_line) {
@@ -1032,14 +1556,18 @@ static int64_t tail_tick(struct loop_timer *timer)
 	bool more = false;
 	size_t n;
 
-	if (loop_now_ms() - t->last_scan >= t->conf->poll_interval_ms)
+	if (t->want_scan || loop_now_ms() - t->last_scan >= t->conf->poll_interval_ms) {
+		t->want_scan = false;
 		scan(t, false);
+	}
 	n = t->n_files;
 	for (size_t i = 0; i < n && !t->blocked; i++) {
 		struct tail_file *f = t->files[(t->rr + i) % n];
 		int rc = f->fd >= 0 ? file_pump(t, f, &b) : 0;
 
-		if (f->dirty)
+		/* A loss not yet told keeps the old position, so a
+		 * restart finds and tells it again. */
+		if ((f->dirty || (f->copy && f->copy->dirty)) && !f->gap_pending)
 			save_position(t, f);
 		if (rc == 1) {
 			more = true;
@@ -1142,6 +1670,11 @@ static void tail_stop(struct input *in, void *state)
 		return;
 	if (t->loop)
 		loop_timer_cancel(t->loop, &t->timer);
+	if (t->ino.fd >= 0) {
+		loop_fd_del(t->loop, &t->ino);
+		close(t->ino.fd);
+	}
+	free_watches(t);
 	for (size_t i = 0; i < t->n_files; i++)
 		file_free(t->files[i]);
 	xfree(t->files);
@@ -1157,6 +1690,7 @@ static int tail_start(struct input *in, void **state)
 
 	if (!t)
 		return -ENOMEM;
+	t->ino.fd = -1;
 	t->in = in;
 	t->conf = input_driver_conf(in);
 	rc = split_patterns(t->conf->path, &t->patterns, &t->n_patterns);
@@ -1171,6 +1705,19 @@ static int tail_start(struct input *in, void **state)
 	t->wants_header = input_wants_header(in);
 	t->timer.cb = tail_tick;
 	t->loop = input_loop(in);
+	t->ino.fd = tail_sys.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (t->ino.fd < 0) {
+		poll_instead(t, errno);
+	} else {
+		t->ino.events = LOOP_READ;
+		t->ino.cb = tail_inotify;
+		rc = loop_fd_add(t->loop, &t->ino);
+		if (rc) {
+			close(t->ino.fd);
+			t->ino.fd = -1;
+			poll_instead(t, -rc);
+		}
+	}
 	scan(t, true);
 	report_errors(t);
 	update_state(t);
