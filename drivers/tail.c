@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "driver.h"
 
@@ -94,7 +95,7 @@ struct tail_file {
 	size_t fp_len;
 	int64_t seen_size;
 	int64_t max_size;         /* largest size seen in this generation */
-	struct timespec seen_mtime;
+	struct timespec seen_mtime, seen_ctime;
 	/* The bytes just before mark_end (<= offset), to tell the right
 	 * rotated copy from another with the same head. */
 	unsigned char mark[FP_LEN];
@@ -103,6 +104,7 @@ struct tail_file {
 	/* Copy-truncate: the rotated copy read first (its own fd, path and
 	 * buffer; this file's identity and old generation in its keys). */
 	struct tail_file *copy;
+	gzFile gz;                /* a gzipped copy, read through zlib */
 	bool is_copy;
 	bool retruncated;         /* truncated again while its copy is read */
 	/* A gap marker not yet accepted by the core. */
@@ -143,7 +145,7 @@ struct tail {
 	bool shown_blocked, state_shown;
 	bool error_sticky;        /* a loss is shown: ticks without errors keep it */
 	int64_t lost_bytes;
-	size_t gaps, shown_gaps;
+	size_t gaps, shown_gaps, unknown_gaps;
 	/* inotify on the directories of the patterns and of the files read */
 	struct loop_fd ino;
 	bool polling;
@@ -255,8 +257,8 @@ static void update_state(struct tail *t)
 	    t->blocked == t->shown_blocked && t->gaps == t->shown_gaps)
 		return;
 	if (t->gaps)
-		snprintf(lost, sizeof(lost), ", %" PRId64 " bytes lost in %zu gap%s", t->lost_bytes,
-			 t->gaps, t->gaps == 1 ? "" : "s");
+		snprintf(lost, sizeof(lost), ", lost: %zu gap%s, %" PRId64 " bytes%s", t->gaps,
+			 t->gaps == 1 ? "" : "s", t->lost_bytes, t->unknown_gaps ? " and more" : "");
 	if (t->polling)
 		snprintf(poll, sizeof(poll), ", polling (%s)", t->poll_why);
 	input_set_state(t->in, "tailing %zu file%s, %zu rotated%s%s%s", t->n_files,
@@ -310,6 +312,28 @@ static ssize_t pread_full(int fd, void *p, size_t len, int64_t off)
 				continue;
 			return -errno;
 		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* pread_full() of f's content: through zlib for a gzipped copy (which
+ * reads forward cheaply; a seek back decompresses from the start). */
+static ssize_t file_pread(struct tail_file *f, void *p, size_t len, int64_t off)
+{
+	size_t got = 0;
+
+	if (!f->gz)
+		return pread_full(f->fd, p, len, off);
+	if (gztell(f->gz) != off && gzseek(f->gz, (z_off_t)off, SEEK_SET) != off)
+		return -EIO;
+	while (got < len) {
+		int n = gzread(f->gz, (char *)p + got, (unsigned)(len - got > 1u << 30 ? 1u << 30 : len - got));
+
+		if (n < 0)
+			return -EIO;
 		if (n == 0)
 			break;
 		got += (size_t)n;
@@ -428,6 +452,8 @@ static void file_free(struct tail_file *f)
 	if (f->t && f->t->header_owner == f)
 		f->t->header_owner = NULL;
 	file_free(f->copy);
+	if (f->gz)
+		gzclose(f->gz);
 	if (f->fd >= 0)
 		close(f->fd);
 	xfree(f->buf);
@@ -479,6 +505,7 @@ struct old_gen {
 	size_t mark_len;
 	int64_t mark_end;
 	int64_t size;              /* largest size seen; -1 unknown */
+	struct timespec looked;    /* its ctime when last looked at; 0 unknown */
 };
 
 /* Version 1 (no size) is what earlier versions saved. */
@@ -524,35 +551,117 @@ static bool bytes_at(int fd, int64_t off, const unsigned char *want, size_t len)
 	       !memcmp(now, want, len);
 }
 
-static bool is_compressed_name(const char *name)
+static bool has_ext(const char *name, const char *ext)
 {
-	static const char *const ext[] = { ".gz", ".xz", ".bz2", ".zst", ".lz4", ".Z", NULL };
-	size_t n = strlen(name);
+	size_t n = strlen(name), e = strlen(ext);
+
+	return n > e && !strcmp(name + n - e, ext);
+}
+
+/* Compressed in a format the driver does not read. */
+static bool is_unreadable_compressed(const char *name)
+{
+	static const char *const ext[] = { ".xz", ".bz2", ".zst", ".lz4", ".lzma", ".lzo", ".Z",
+					   NULL };
 
 	for (int i = 0; ext[i]; i++)
-		if (n > strlen(ext[i]) && !strcmp(name + n - strlen(ext[i]), ext[i]))
+		if (has_ext(name, ext[i]))
 			return true;
 	return false;
 }
 
-/* A rotated copy of f's old generation: another regular file in f's
+/* Does the gzip file fd hold o's old generation (its head, and at least
+ * up to o->off by the size in its trailer)? *gz is opened on a dup of fd. */
+static bool gz_matches(int fd, const struct stat *st, const struct old_gen *o, gzFile *gz)
+{
+	unsigned char head[FP_LEN], tr[4];
+	uint32_t isize;
+	int dfd;
+
+	if (st->st_size < 18 || pread_full(fd, tr, 4, st->st_size - 4) != 4)
+		return false;
+	isize = (uint32_t)tr[0] | (uint32_t)tr[1] << 8 | (uint32_t)tr[2] << 16 | (uint32_t)tr[3] << 24;
+	/* The trailer holds the size modulo 2^32. */
+	if (o->off < ((int64_t)1 << 32) && isize < o->off)
+		return false;
+	dfd = dup(fd);
+	if (dfd < 0)
+		return false;
+	*gz = gzdopen(dfd, "rb");
+	if (!*gz) {
+		close(dfd);
+		return false;
+	}
+	if (gzread(*gz, head, (unsigned)o->fp_len) == (int)o->fp_len && !memcmp(head, o->fp, o->fp_len))
+		return true;
+	gzclose(*gz);
+	*gz = NULL;
+	return false;
+}
+
+/* A rotated copy of f's old generation in f's directory. */
+struct copy {
+	int fd;
+	gzFile gz;                 /* a gzipped copy */
+	char *path;
+	int64_t size;              /* of its content; -1 unknown (gzip) */
+	struct timespec mtime;
+	bool unreadable;           /* a compressed file made since the last
+				    * look exists, in a format not read */
+};
+
+static void copy_release(struct copy *c)
+{
+	if (c->gz)
+		gzclose(c->gz);
+	if (c->fd >= 0)
+		close(c->fd);
+	xfree(c->path);
+	c->fd = -1;
+	c->gz = NULL;
+	c->path = NULL;
+}
+
+static bool newer(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
+/* Is the file dir/name (st, open as fd) a copy of o, and a better one
+ * than *best (a plain copy before a gzipped one, then the newest)? */
+static bool better_copy(int fd, const struct stat *st, const struct old_gen *o, const char *name,
+			const struct copy *best, gzFile *gz)
+{
+	bool is_gz = has_ext(name, ".gz");
+
+	*gz = NULL;
+	if (best->fd >= 0 && ((!is_gz && best->gz) ? false : (is_gz && !best->gz) ? true
+			      : !newer(&st->st_mtim, &best->mtime)))
+		return false;
+	if (is_gz)
+		return gz_matches(fd, st, o, gz);
+	return st->st_size >= o->off && st->st_size >= (int64_t)o->fp_len &&
+	       bytes_at(fd, 0, o->fp, o->fp_len) &&
+	       (!o->mark_len || (st->st_size >= o->mark_end &&
+				 bytes_at(fd, o->mark_end - (int64_t)o->mark_len, o->mark, o->mark_len)));
+}
+
+/* The rotated copy of f's old generation: another regular file in f's
  * directory that begins with the old fingerprint, reaches at least to the
- * old offset and holds the bytes remembered before it; the newest such
- * file. Returns 1 with *fd, *path and *size set, 0 when there is none
- * (*compressed tells that a compressed file of that name family exists,
- * which may hold the bytes but is not read), or -errno. */
+ * old offset and holds the bytes remembered before it; plain or gzipped;
+ * the newest such file. Returns 1 with *c filled, 0 when there is none,
+ * or -errno. */
 static int find_copy(struct tail *t, const struct tail_file *f, const struct old_gen *o,
-		     int *fd, char **path, int64_t *size, bool *compressed)
+		     struct copy *c)
 {
 	const char *slash = strrchr(f->path, '/');
 	const char *base = slash ? slash + 1 : f->path;
-	char dir[4096];
-	struct timespec best_mtime = { 0, 0 };
+	char dir[4096], *path;
 	struct dirent *de;
-	int best = -1;
 	DIR *d;
 
-	*compressed = false;
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
 	if (!slash || !o->fp_len || (size_t)(slash - f->path) >= sizeof(dir))
 		return 0;
 	memcpy(dir, f->path, (size_t)(slash - f->path));
@@ -562,50 +671,39 @@ static int find_copy(struct tail *t, const struct tail_file *f, const struct old
 		return -errno;
 	while ((de = readdir(d))) {
 		struct stat st;
-		int cfd;
+		gzFile gz;
+		int fd;
 
-		if (de->d_name[0] == '.' && (!de->d_name[1] || !strcmp(de->d_name, "..")))
-			continue;
 		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode) ||
 		    ((uint64_t)st.st_dev == f->dev && (uint64_t)st.st_ino == f->ino) ||
 		    find_file(t, st.st_dev, st.st_ino))
 			continue;
-		if (is_compressed_name(de->d_name)) {
-			*compressed |= !strncmp(de->d_name, base, strlen(base));
+		if (is_unreadable_compressed(de->d_name)) {
+			c->unreadable |= !strncmp(de->d_name, base, strlen(base)) &&
+					 (o->looked.tv_sec || o->looked.tv_nsec) &&
+					 newer(&st.st_ctim, &o->looked);
 			continue;
 		}
-		if (st.st_size < o->off || st.st_size < (int64_t)o->fp_len)
+		fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+		if (fd < 0)
 			continue;
-		cfd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-		if (cfd < 0)
-			continue;
-		if (!bytes_at(cfd, 0, o->fp, o->fp_len) ||
-		    (o->mark_len && (st.st_size < o->mark_end ||
-				     !bytes_at(cfd, o->mark_end - (int64_t)o->mark_len, o->mark,
-					       o->mark_len))) ||
-		    (best >= 0 && (st.st_mtim.tv_sec < best_mtime.tv_sec ||
-				   (st.st_mtim.tv_sec == best_mtime.tv_sec &&
-				    st.st_mtim.tv_nsec <= best_mtime.tv_nsec)))) {
-			close(cfd);
+		if (!better_copy(fd, &st, o, de->d_name, c, &gz) ||
+		    !(path = xmalloc(strlen(dir) + strlen(de->d_name) + 2))) {
+			if (gz)
+				gzclose(gz);
+			close(fd);
 			continue;
 		}
-		if (best >= 0)
-			close(best);
-		best = cfd;
-		best_mtime = st.st_mtim;
-		*size = st.st_size;
-		xfree(*path);
-		*path = xmalloc(strlen(dir) + strlen(de->d_name) + 2);
-		if (*path)
-			sprintf(*path, "%s/%s", dir, de->d_name);
+		sprintf(path, "%s/%s", dir, de->d_name);
+		copy_release(c);
+		c->fd = fd;
+		c->gz = gz;
+		c->path = path;
+		c->mtime = st.st_mtim;
+		c->size = gz ? -1 : st.st_size;
 	}
 	closedir(d);
-	if (best >= 0 && !*path) {
-		close(best);
-		return -ENOMEM;
-	}
-	*fd = best;
-	return best >= 0;
+	return c->fd >= 0;
 }
 
 /* Remember a loss of f's old generation, told to the core by emit_gap(). */
@@ -628,62 +726,60 @@ static void file_reset_buffer(struct tail_file *f, int64_t off);
  * count what no copy holds. f itself already starts its new generation. */
 static void recover(struct tail *t, struct tail_file *f, const struct old_gen *o)
 {
-	struct tail_file *c;
-	char *path = NULL;
-	int64_t size = 0;
-	bool compressed;
-	int fd = -1;
-	int rc = find_copy(t, f, o, &fd, &path, &size, &compressed);
+	struct tail_file *n;
+	struct copy c;
+	int rc = find_copy(t, f, o, &c);
 
 	if (rc < 0)
 		note_error(t, "cannot look for the rotated copy of %s: %s", f->path, strerror(-rc));
 	if (rc <= 0) {
-		if (o->size > o->off)
-			set_gap(f, o, o->off, o->size - o->off,
-				compressed ? "copy_compressed" : "truncated_unread");
+		if (c.unreadable)
+			set_gap(f, o, o->off, o->size > o->off ? o->size - o->off : -1,
+				"copy_compressed");
+		else if (o->size > o->off)
+			set_gap(f, o, o->off, o->size - o->off, "truncated_unread");
 		else
 			log_info("input %s: %s was truncated or replaced; reading it again from the start",
 				 input_name(t->in), f->path);
 		return;
 	}
-	if (o->size > size)
-		set_gap(f, o, size, o->size - size, "written_after_copy");
-	if (size == o->off) {
+	if (c.size >= 0 && o->size > c.size)
+		set_gap(f, o, c.size, o->size - c.size, "written_after_copy");
+	if (c.size == o->off) {
 		log_info("input %s: %s was truncated after it was read to its end (its copy is %s)",
-			 input_name(t->in), f->path, path);
-		close(fd);
-		xfree(path);
+			 input_name(t->in), f->path, c.path);
+		copy_release(&c);
 		return;
 	}
-	c = xcalloc(1, sizeof(*c));
-	if (!c) {
-		set_gap(f, o, o->off, size - o->off, "truncated_unread");
-		note_error(t, "cannot read the rotated copy %s: %s", path, strerror(ENOMEM));
-		close(fd);
-		xfree(path);
+	n = xcalloc(1, sizeof(*n));
+	if (!n) {
+		set_gap(f, o, o->off, c.size >= 0 ? c.size - o->off : -1, "truncated_unread");
+		note_error(t, "cannot read the rotated copy %s: %s", c.path, strerror(ENOMEM));
+		copy_release(&c);
 		return;
 	}
-	log_info("input %s: %s was truncated before %" PRId64 " bytes of it were read; reading them from its rotated copy %s",
-		 input_name(t->in), f->path, size - o->off, path);
-	c->t = t;
-	c->fd = fd;
-	c->path = path;
-	c->dev = f->dev;
-	c->ino = f->ino;
-	c->gen = o->gen;
-	c->offset = o->off;
-	c->is_copy = true;
+	log_info("input %s: %s was truncated before it was read to its end; reading the rest from its rotated copy %s from offset %" PRId64,
+		 input_name(t->in), f->path, c.path, o->off);
+	n->t = t;
+	n->fd = c.fd;
+	n->gz = c.gz;
+	n->path = c.path;
+	n->dev = f->dev;
+	n->ino = f->ino;
+	n->gen = o->gen;
+	n->offset = o->off;
+	n->is_copy = true;
 	/* The copy is complete before the truncation: read it to its end,
 	 * unterminated last line included, without waiting. */
-	c->gone = true;
-	c->last_growth = INT64_MIN / 2;
-	memcpy(c->fp, o->fp, o->fp_len);
-	c->fp_len = o->fp_len;
-	c->seen_size = size;
-	c->max_size = o->size > size ? o->size : size;
-	file_set_key_prefix(c);
-	file_reset_buffer(c, c->offset);
-	f->copy = c;
+	n->gone = true;
+	n->last_growth = INT64_MIN / 2;
+	memcpy(n->fp, o->fp, o->fp_len);
+	n->fp_len = o->fp_len;
+	n->seen_size = c.size;
+	n->max_size = o->size > c.size ? o->size : c.size;
+	file_set_key_prefix(n);
+	file_reset_buffer(n, n->offset);
+	f->copy = n;
 }
 
 /* Decide where a newly opened file starts: its saved position if it still
@@ -935,6 +1031,7 @@ static int open_file(struct tail *t, const char *path, bool first_scan)
 	if (st.st_size > f->max_size)
 		f->max_size = st.st_size;
 	f->seen_mtime = st.st_mtim;
+	f->seen_ctime = st.st_ctim;
 	f->last_growth = loop_now_ms();
 	f->seen = true;
 	f->dirty = true;
@@ -1066,6 +1163,7 @@ static void file_truncated(struct tail *t, struct tail_file *f)
 	o.mark_len = f->mark_len;
 	o.mark_end = f->mark_end;
 	o.size = f->max_size > read_to ? f->max_size : read_to;
+	o.looked = f->seen_ctime;
 	f->gen++;
 	file_set_key_prefix(f);
 	f->offset = 0;
@@ -1134,6 +1232,7 @@ static int file_check(struct tail *t, struct tail_file *f)
 	}
 	if (st.st_size > f->max_size)
 		f->max_size = st.st_size;
+	f->seen_ctime = st.st_ctim;
 	if (n > f->fp_len) {
 		memcpy(f->fp, now, n);
 		f->fp_len = n;
@@ -1173,7 +1272,7 @@ static int file_load_header(struct tail *t, struct tail_file *f)
 			}
 			p = np;
 		}
-		n = pread_full(f->fd, p + len, cap - len, (int64_t)len);
+		n = file_pread(f, p + len, cap - len, (int64_t)len);
 		if (n < 0) {
 			note_error(t, "cannot read %s: %s", f->path, strerror((int)-n));
 			rc = (int)n;
@@ -1249,7 +1348,7 @@ static int reject_long(struct tail *t, struct tail_file *f)
 	int rc;
 
 	if (p) {
-		n = pread_full(f->fd, p, keep, f->offset);
+		n = file_pread(f, p, keep, f->offset);
 		if (n < 0) {
 			note_error(t, "cannot read %s: %s", f->path, strerror((int)-n));
 			xfree(p);
@@ -1357,6 +1456,28 @@ static ssize_t file_read(struct tail *t, struct tail_file *f)
 		f->cap = cap;
 	}
 	want = f->cap - f->len < t->chunk ? f->cap - f->len : t->chunk;
+	if (f->gz) {
+		int64_t at = f->buf_off + (int64_t)f->len, now = gztell(f->gz);
+
+		/* Decompress up to where reading starts one chunk at a time
+		 * (counted as read), so a long copy does not hold the loop. */
+		if (now >= 0 && now < at) {
+			n = gzread(f->gz, f->buf + f->len,
+				   (unsigned)(at - now < (int64_t)want ? at - now : (int64_t)want));
+			if (n < 0) {
+				note_error(t, "cannot read %s: %s", f->path, gzerror(f->gz, NULL));
+				return -EIO;
+			}
+			return n;
+		}
+		n = file_pread(f, f->buf + f->len, want, at);
+		if (n < 0) {
+			note_error(t, "cannot read %s: %s", f->path, gzerror(f->gz, NULL));
+			return (int)n;
+		}
+		f->len += (size_t)n;
+		return n;
+	}
 	do {
 		n = pread(f->fd, f->buf + f->len, want, (off_t)(f->buf_off + (int64_t)f->len));
 	} while (n < 0 && errno == EINTR);
@@ -1400,8 +1521,10 @@ static const char *gap_why(const char *reason)
 	if (!strcmp(reason, "written_after_copy"))
 		return "written after logrotate's copy was made and before the truncation";
 	if (!strcmp(reason, "copy_compressed"))
-		return "truncated before they were read; only a compressed copy may hold them";
-	return "truncated before they were read, and no rotated copy holds them";
+		return "truncated before it was read; its rotated copy is compressed in a format agentd does not read";
+	if (!strcmp(reason, "copy_unreadable"))
+		return "its gzipped rotated copy ends early or is damaged";
+	return "truncated before it was read, and no rotated copy holds it";
 }
 
 /* Tell the core of f's pending gap. 0, -EAGAIN or -errno. */
@@ -1423,9 +1546,16 @@ static int emit_gap(struct tail *t, struct tail_file *f)
 	f->gap_pending = false;
 	f->dirty = true;
 	t->gaps++;
-	t->lost_bytes += f->gap_len;
-	show_loss(t, "%" PRId64 " bytes of %s from offset %" PRId64 " are lost (%s); a gap marker tells the lake",
-		  f->gap_len, f->path, f->gap_off, gap_why(f->gap_reason));
+	if (f->gap_len >= 0)
+		t->lost_bytes += f->gap_len;
+	else
+		t->unknown_gaps++;
+	if (f->gap_len >= 0)
+		show_loss(t, "%" PRId64 " bytes of %s from offset %" PRId64 " are lost (%s); a gap marker tells the lake",
+			  f->gap_len, f->path, f->gap_off, gap_why(f->gap_reason));
+	else
+		show_loss(t, "what %s held from offset %" PRId64 " on is lost (%s); a gap marker tells the lake",
+			  f->path, f->gap_off, gap_why(f->gap_reason));
 	return 0;
 }
 
@@ -1438,6 +1568,17 @@ static int pump_copy(struct tail *t, struct tail_file *f, struct budget *b)
 	struct tail_file *c = f->copy;
 	int rc = file_pump(t, c, b);
 
+	if (rc == -EIO && c->gz) {
+		/* A gzip file cut short (still being written, or damaged):
+		 * what it does not give is lost. */
+		struct old_gen o = { .gen = c->gen };
+		int64_t at = c->buf_off + (int64_t)c->len;
+
+		set_gap(f, &o, c->offset, c->max_size > at ? c->max_size - c->offset : -1,
+			"copy_unreadable");
+		c->finished = true;
+		rc = 0;
+	}
 	if (rc)
 		return rc;
 	/* Drained but not finished: a csv copy without a complete header
@@ -1446,7 +1587,7 @@ static int pump_copy(struct tail *t, struct tail_file *f, struct budget *b)
 		note_error(t, "%s has no complete header line; its lines from offset %" PRId64 " are not read",
 			   c->path, c->offset);
 	else
-		log_info("input %s: read %s to its end", input_name(t->in), c->path);
+		log_info("input %s: finished reading %s", input_name(t->in), c->path);
 	f->copy = NULL;
 	file_free(c);
 	f->dirty = true;

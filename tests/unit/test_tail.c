@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "driver.h"
 #include "test.h"
@@ -1439,7 +1440,7 @@ TEST(copy_truncate_loss_is_a_gap_marker)
 	snprintf(key, sizeof(key), "gap:tail:%" PRIu64 ":%" PRIu64 ":%" PRIu64 ":%" PRId64,
 		 (uint64_t)sb.st_dev, (uint64_t)sb.st_ino, gen0, at100);
 	CHECK_EQ_STR(in.gaps[0].key, key);
-	CHECK(strstr(in.state, "bytes lost in 1 gap") != NULL);
+	CHECK(strstr(in.state, "lost: 1 gap, ") != NULL);
 	CHECK(strstr(in.last_error, "are lost") != NULL);
 	/* The loss stays shown while all goes well again. */
 	append_lines(fpath("app.log"), "b", 30, 31);
@@ -1470,7 +1471,7 @@ TEST(copy_truncate_loss_is_a_gap_marker)
 	CHECK_EQ_INT(in.gaps[1].off, at36);
 	CHECK_EQ_INT(in.gaps[1].bytes, at40 - at36);
 	CHECK_EQ_STR(in.gaps[1].reason, "written_after_copy");
-	CHECK(strstr(in.state, "in 2 gaps") != NULL);
+	CHECK(strstr(in.state, "lost: 2 gaps, ") != NULL);
 	drv->stop(&in, st);
 	fake_release(&in);
 	conf_free(conf);
@@ -1571,6 +1572,79 @@ TEST(copy_truncate_finds_the_right_copy)
 	CHECK_EQ_INT(expect_lines(&in, 100, "a", 100, 150), 150);
 	CHECK_EQ_INT(expect_lines(&in, 150, "b", 0, 5), 155);
 	CHECK(!have_data(&in, "z150"));
+	drv->stop(&in, st);
+	fake_release(&in);
+	conf_free(conf);
+	loop_free(l);
+	remove_dir();
+}
+
+/* dst = src gzipped, as logrotate's compress makes it. */
+static void gzip_file(const char *src, const char *dst)
+{
+	char buf[65536];
+	int in = open(src, O_RDONLY);
+	gzFile out = gzopen(dst, "wb6");
+	ssize_t n;
+
+	if (in < 0 || !out)
+		abort();
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (gzwrite(out, buf, (unsigned)n) != n)
+			abort();
+	close(in);
+	gzclose(out);
+}
+
+TEST(copy_truncate_reads_a_gzipped_copy)
+{
+	struct loop *l;
+	struct input in;
+	void *conf, *st = NULL;
+
+	make_dir();
+	append_lines(fpath("app.log"), "a", 0, 2000);
+	REQUIRE(loop_init(&l) == 0);
+	conf = conf_new(fpath("app.log"));
+	/* Small chunks: reaching the offset in the copy takes many turns. */
+	conf_set(conf, "read_chunk", "4096");
+	fake_init(&in, l, conf);
+	REQUIRE(drv->start(&in, &st) == 0);
+	run(&in, 2000, 5000);
+	REQUIRE(in.n_recs == 2000);
+	append_lines(fpath("app.log"), "a", 2000, 2500);
+	/* An older gzipped copy that begins otherwise, and the copy itself,
+	 * compressed before the driver looks (compress without delaycompress). */
+	append_lines(fpath("older"), "o", 0, 3000);
+	gzip_file(fpath("older"), fpath("app.log.2.gz"));
+	REQUIRE(unlink(fpath("older")) == 0);
+	gzip_file(fpath("app.log"), fpath("app.log.1.gz"));
+	REQUIRE(truncate(fpath("app.log"), 0) == 0);
+	append_lines(fpath("app.log"), "b", 0, 10);
+	run(&in, 2510, 5000);
+	drive(&in, st);
+	CHECK_EQ_INT(in.n_recs, 2510);
+	CHECK_EQ_INT(expect_lines(&in, 2000, "a", 2000, 2500), 2500);
+	CHECK_EQ_INT(expect_lines(&in, 2500, "b", 0, 10), 2510);
+	CHECK_EQ_INT(in.n_gaps, 0);
+
+	/* A copy compressed in a format the driver does not read: the lines
+	 * are marked lost, how many is not known (never seen). */
+	append_lines(fpath("app.log"), "b", 10, 20);
+	run(&in, 2520, 5000);
+	append_lines(fpath("app.log"), "b", 20, 30);
+	append(fpath("app.log.1.zst"), "(zstd data)\n");
+	REQUIRE(truncate(fpath("app.log"), 0) == 0);
+	append_lines(fpath("app.log"), "c", 0, 3);
+	run(&in, 2523, 5000);
+	drive(&in, st);
+	CHECK_EQ_INT(in.n_recs, 2523);
+	CHECK_EQ_INT(expect_lines(&in, 2520, "c", 0, 3), 2523);
+	REQUIRE(in.n_gaps == 1);
+	CHECK_EQ_STR(in.gaps[0].reason, "copy_compressed");
+	CHECK_EQ_INT(in.gaps[0].bytes, -1);
+	CHECK(strstr(in.last_error, "compressed") != NULL);
+	CHECK(strstr(in.state, "lost: 1 gap, 0 bytes and more") != NULL);
 	drv->stop(&in, st);
 	fake_release(&in);
 	conf_free(conf);
@@ -1757,6 +1831,7 @@ int main(void)
 	RUN(copy_truncate_loss_is_a_gap_marker);
 	RUN(copy_truncate_survives_restarts);
 	RUN(copy_truncate_finds_the_right_copy);
+	RUN(copy_truncate_reads_a_gzipped_copy);
 	RUN(lines_are_read_as_they_arrive);
 	RUN(polling_when_inotify_cannot_be_had);
 	if (skipped && !test_failed) {
