@@ -14,6 +14,9 @@
  * in the same directory by the fingerprint and reads it from the saved offset
  * to its end, under the old file's keys, before going on with the live file.
  * What no copy holds is reported to the lake as a gap marker.
+ *
+ * This file is the driver itself; tail_watch.c holds the inotify watches and
+ * tail_copy.c the search for and reading of rotated copies (tail.h).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -24,17 +27,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <zlib.h>
 
-#include "driver.h"
+#include "tail.h"
 
-/* Bytes of a file's head that identify it across restarts and reveal a
- * truncation or an inode reused by another file. */
-#define FP_LEN 64
 /* A rejected over-long line is copied to the DLQ up to this size; beyond it
  * the DLQ keeps only its beginning and the reason says so. The line may be
  * any length (a runaway writer can produce gigabytes without a newline), so
@@ -43,124 +41,6 @@
 /* How far back from the end "start_at = end" looks for the last newline. */
 #define END_LOOKBACK (64 << 10)
 #define DEFAULT_MAX_LINE (1 << 20)
-
-enum { START_HEAD, START_END };
-
-/* The calls whose failure switches the driver to polling, through a table
- * so that tests can make them fail (no inotify, watch limit reached). */
-struct tail_syscalls {
-	int (*inotify_init1)(int flags);
-	int (*inotify_add_watch)(int fd, const char *path, uint32_t mask);
-};
-struct tail_syscalls tail_sys = { inotify_init1, inotify_add_watch };
-
-/* Changes in a directory that may mean new data or another file. */
-#define WATCH_MASK (IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | \
-		    IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
-/* ... of which these may change which files the patterns match. */
-#define RESCAN_MASK (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | \
-		     IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW | IN_IGNORED)
-
-struct tail_conf {
-	char *path;
-	int start_at;
-	int64_t poll_interval_ms;
-	int64_t rotate_wait_ms;
-	int64_t read_chunk;
-	int64_t max_lines_per_tick;
-	int64_t max_bytes_per_tick;
-};
-
-struct tail;
-
-struct tail_file {
-	struct tail *t;
-	char *path;
-	int fd;
-	uint64_t dev, ino, gen;
-	char source[48];          /* "<dev>:<ino>", the position's name */
-	char key[96];             /* "tail:<dev>:<ino>:<gen>:", offset appended */
-	size_t key_len;
-	int64_t offset;           /* start of the next line to hand over */
-	/* Bytes read and not yet handed over: buf[0] is at file offset
-	 * buf_off; buf[pos] is at `offset` except inside an over-long line,
-	 * where the buffer only scans for that line's end. */
-	char *buf;
-	size_t cap, len, pos, scan;
-	int64_t buf_off;
-	bool in_long;             /* the line at `offset` exceeds the limit */
-	bool long_nl;             /* ... and ends with a newline at long_end */
-	int64_t long_end;         /* its end (newline or EOF), -1 while unknown */
-	unsigned char fp[FP_LEN];
-	size_t fp_len;
-	int64_t seen_size;
-	int64_t max_size;         /* largest size seen in this generation */
-	struct timespec seen_mtime, seen_ctime;
-	/* The bytes just before mark_end (<= offset), to tell the right
-	 * rotated copy from another with the same head. */
-	unsigned char mark[FP_LEN];
-	size_t mark_len;
-	int64_t mark_end;
-	/* Copy-truncate: the rotated copy read first (its own fd, path and
-	 * buffer; this file's identity and old generation in its keys). */
-	struct tail_file *copy;
-	gzFile gz;                /* a gzipped copy, read through zlib */
-	bool is_copy;
-	bool retruncated;         /* truncated again while its copy is read */
-	/* A gap marker not yet accepted by the core. */
-	bool gap_pending;
-	int64_t gap_off, gap_len;
-	char gap_reason[32];
-	char gap_key[112];
-	int64_t last_growth;      /* monotonic ms */
-	char *header;             /* csv header line, without newline */
-	size_t header_len;
-	bool have_header;
-	bool seen;                /* matched by the current scan */
-	bool gone;                /* no longer matched, or deleted */
-	bool deleted;
-	bool dirty;               /* position changed since last saved */
-	bool finished;            /* gone and read to its end: close it */
-};
-
-struct tail {
-	struct input *in;
-	const struct tail_conf *conf;
-	struct loop *loop;
-	struct loop_timer timer;
-	char **patterns;
-	size_t n_patterns;
-	struct tail_file **files;
-	size_t n_files, cap_files;
-	size_t rr;                /* first file served next tick, for fairness */
-	size_t max_line, chunk, cap_max;
-	bool wants_header;
-	const struct tail_file *header_owner; /* whose header the core holds */
-	bool blocked;
-	int64_t last_scan;
-	char err[256];            /* first problem of this tick */
-	char scan_err[256];       /* ... of the last scan, shown until the next */
-	char reported[256];       /* the error the core currently shows */
-	size_t shown_files, shown_gone;
-	bool shown_blocked, state_shown;
-	bool error_sticky;        /* a loss is shown: ticks without errors keep it */
-	int64_t lost_bytes;
-	size_t gaps, shown_gaps, unknown_gaps;
-	/* inotify on the directories of the patterns and of the files read */
-	struct loop_fd ino;
-	bool polling;
-	char poll_why[80];
-	struct watch {
-		int wd;
-		char *dir;
-	} *watches;
-	size_t n_watches, cap_watches;
-	bool want_scan;
-};
-
-struct budget {
-	int64_t lines, bytes;
-};
 
 static const char *const start_at_names[] = { "head", "end", NULL };
 
@@ -177,8 +57,9 @@ static const struct cfg_key tail_keys[] = {
 		  "with a saved position are always read completely." },
 	{ .name = "poll_interval", .type = CFG_DURATION, .def = "250ms", .offset = TK(poll_interval_ms),
 	  .min = 10, .max = 3600000,
-	  .help = "How often the patterns are matched again and idle files are checked for new data. While "
-		  "data flows it is read without waiting." },
+	  .help = "How often the patterns are matched again and the files checked, besides the changes "
+		  "inotify reports at once (new data is read as it arrives). Where inotify cannot be had "
+		  "(its watch limit reached), this is how long new data may wait." },
 	{ .name = "rotate_wait", .type = CFG_DURATION, .def = "5s", .offset = TK(rotate_wait_ms),
 	  .min = 0, .max = 86400000,
 	  .help = "How long a file that was renamed away or deleted is still followed after it stopped "
@@ -199,10 +80,7 @@ static const struct cfg_key tail_keys[] = {
 };
 
 /* Remember the first problem of this tick; reported once at its end. */
-static void note_error(struct tail *t, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void note_error(struct tail *t, const char *fmt, ...)
+void tail_note_error(struct tail *t, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -229,21 +107,6 @@ static void report_errors(struct tail *t)
 		t->reported[0] = '\0';
 	}
 	t->err[0] = '\0';
-}
-
-/* Lost data stays shown: the last error ages, the state does not. */
-static void show_loss(struct tail *t, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void show_loss(struct tail *t, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(t->reported, sizeof(t->reported), fmt, ap);
-	va_end(ap);
-	input_error(t->in, "%s", t->reported);
-	t->error_sticky = true;
 }
 
 static void update_state(struct tail *t)
@@ -282,7 +145,7 @@ static char *u64_digits(uint64_t v, char *end)
 	return end;
 }
 
-static void file_set_key_prefix(struct tail_file *f)
+void tail_file_set_key_prefix(struct tail_file *f)
 {
 	int n = snprintf(f->key, sizeof(f->key), "tail:%" PRIu64 ":%" PRIu64 ":%" PRIu64 ":",
 			 f->dev, f->ino, f->gen);
@@ -300,7 +163,7 @@ static const char *file_key(struct tail_file *f, int64_t off)
 	return f->key;
 }
 
-static ssize_t pread_full(int fd, void *p, size_t len, int64_t off)
+ssize_t tail_pread_full(int fd, void *p, size_t len, int64_t off)
 {
 	size_t got = 0;
 
@@ -319,32 +182,10 @@ static ssize_t pread_full(int fd, void *p, size_t len, int64_t off)
 	return (ssize_t)got;
 }
 
-/* pread_full() of f's content: through zlib for a gzipped copy (which
- * reads forward cheaply; a seek back decompresses from the start). */
-static ssize_t file_pread(struct tail_file *f, void *p, size_t len, int64_t off)
-{
-	size_t got = 0;
-
-	if (!f->gz)
-		return pread_full(f->fd, p, len, off);
-	if (gztell(f->gz) != off && gzseek(f->gz, (z_off_t)off, SEEK_SET) != off)
-		return -EIO;
-	while (got < len) {
-		int n = gzread(f->gz, (char *)p + got, (unsigned)(len - got > 1u << 30 ? 1u << 30 : len - got));
-
-		if (n < 0)
-			return -EIO;
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
-}
-
 /* Fingerprint of the file as it is now. */
 static int read_fp(const struct tail_file *f, unsigned char *fp, size_t *len)
 {
-	ssize_t n = pread_full(f->fd, fp, FP_LEN, 0);
+	ssize_t n = tail_pread_full(f->fd, fp, FP_LEN, 0);
 
 	if (n < 0)
 		return (int)n;
@@ -414,7 +255,7 @@ static int64_t end_offset(const struct tail_file *f, int64_t size)
 	p = xmalloc(want);
 	if (!p)
 		return size;
-	n = pread_full(f->fd, p, want, from);
+	n = tail_pread_full(f->fd, p, want, from);
 	if (n > 0) {
 		char *nl = memrchr(p, '\n', (size_t)n);
 
@@ -427,7 +268,7 @@ static int64_t end_offset(const struct tail_file *f, int64_t size)
 	return off;
 }
 
-static void file_reset_buffer(struct tail_file *f, int64_t off)
+void tail_file_reset_buffer(struct tail_file *f, int64_t off)
 {
 	f->buf_off = off;
 	f->len = f->pos = f->scan = 0;
@@ -453,7 +294,7 @@ static void file_free(struct tail_file *f)
 		f->t->header_owner = NULL;
 	file_free(f->copy);
 	if (f->gz)
-		gzclose(f->gz);
+		tail_gz_close(f);
 	if (f->fd >= 0)
 		close(f->fd);
 	xfree(f->buf);
@@ -485,7 +326,7 @@ static int save_position(struct tail *t, struct tail_file *f)
 		n = (int)sizeof(text) - 1;
 	rc = input_save_position(t->in, f->source, text, (size_t)n);
 	if (rc) {
-		note_error(t, "cannot save position of %s: %s", f->path, strerror(-rc));
+		tail_note_error(t, "cannot save position of %s: %s", f->path, strerror(-rc));
 		return rc;
 	}
 	f->dirty = false;
@@ -493,20 +334,6 @@ static int save_position(struct tail *t, struct tail_file *f)
 		f->copy->dirty = false;
 	return 0;
 }
-
-/* What is known of a file's previous generation when it is found
- * truncated: where reading stopped, how it began and how long it was. */
-struct old_gen {
-	int64_t off;               /* the first byte not handed over */
-	uint64_t gen;
-	unsigned char fp[FP_LEN];
-	size_t fp_len;
-	unsigned char mark[FP_LEN]; /* the bytes before mark_end, if known */
-	size_t mark_len;
-	int64_t mark_end;
-	int64_t size;              /* largest size seen; -1 unknown */
-	struct timespec looked;    /* its ctime when last looked at; 0 unknown */
-};
 
 /* Version 1 (no size) is what earlier versions saved. */
 static bool parse_position(const char *data, size_t len, struct old_gen *o)
@@ -540,248 +367,6 @@ static bool parse_position(const char *data, size_t len, struct old_gen *o)
 	return true;
 }
 
-static struct tail_file *find_file(struct tail *t, uint64_t dev, uint64_t ino);
-
-/* Do the bytes of fd at off equal want[0..len)? */
-static bool bytes_at(int fd, int64_t off, const unsigned char *want, size_t len)
-{
-	unsigned char now[FP_LEN];
-
-	return len <= sizeof(now) && pread_full(fd, now, len, off) == (ssize_t)len &&
-	       !memcmp(now, want, len);
-}
-
-static bool has_ext(const char *name, const char *ext)
-{
-	size_t n = strlen(name), e = strlen(ext);
-
-	return n > e && !strcmp(name + n - e, ext);
-}
-
-/* Compressed in a format the driver does not read. */
-static bool is_unreadable_compressed(const char *name)
-{
-	static const char *const ext[] = { ".xz", ".bz2", ".zst", ".lz4", ".lzma", ".lzo", ".Z",
-					   NULL };
-
-	for (int i = 0; ext[i]; i++)
-		if (has_ext(name, ext[i]))
-			return true;
-	return false;
-}
-
-/* Does the gzip file fd hold o's old generation (its head, and at least
- * up to o->off by the size in its trailer)? *gz is opened on a dup of fd. */
-static bool gz_matches(int fd, const struct stat *st, const struct old_gen *o, gzFile *gz)
-{
-	unsigned char head[FP_LEN], tr[4];
-	uint32_t isize;
-	int dfd;
-
-	if (st->st_size < 18 || pread_full(fd, tr, 4, st->st_size - 4) != 4)
-		return false;
-	isize = (uint32_t)tr[0] | (uint32_t)tr[1] << 8 | (uint32_t)tr[2] << 16 | (uint32_t)tr[3] << 24;
-	/* The trailer holds the size modulo 2^32. */
-	if (o->off < ((int64_t)1 << 32) && isize < o->off)
-		return false;
-	dfd = dup(fd);
-	if (dfd < 0)
-		return false;
-	*gz = gzdopen(dfd, "rb");
-	if (!*gz) {
-		close(dfd);
-		return false;
-	}
-	if (gzread(*gz, head, (unsigned)o->fp_len) == (int)o->fp_len && !memcmp(head, o->fp, o->fp_len))
-		return true;
-	gzclose(*gz);
-	*gz = NULL;
-	return false;
-}
-
-/* A rotated copy of f's old generation in f's directory. */
-struct copy {
-	int fd;
-	gzFile gz;                 /* a gzipped copy */
-	char *path;
-	int64_t size;              /* of its content; -1 unknown (gzip) */
-	struct timespec mtime;
-	bool unreadable;           /* a compressed file made since the last
-				    * look exists, in a format not read */
-};
-
-static void copy_release(struct copy *c)
-{
-	if (c->gz)
-		gzclose(c->gz);
-	if (c->fd >= 0)
-		close(c->fd);
-	xfree(c->path);
-	c->fd = -1;
-	c->gz = NULL;
-	c->path = NULL;
-}
-
-static bool newer(const struct timespec *a, const struct timespec *b)
-{
-	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
-}
-
-/* Is the file dir/name (st, open as fd) a copy of o, and a better one
- * than *best (a plain copy before a gzipped one, then the newest)? */
-static bool better_copy(int fd, const struct stat *st, const struct old_gen *o, const char *name,
-			const struct copy *best, gzFile *gz)
-{
-	bool is_gz = has_ext(name, ".gz");
-
-	*gz = NULL;
-	if (best->fd >= 0 && ((!is_gz && best->gz) ? false : (is_gz && !best->gz) ? true
-			      : !newer(&st->st_mtim, &best->mtime)))
-		return false;
-	if (is_gz)
-		return gz_matches(fd, st, o, gz);
-	return st->st_size >= o->off && st->st_size >= (int64_t)o->fp_len &&
-	       bytes_at(fd, 0, o->fp, o->fp_len) &&
-	       (!o->mark_len || (st->st_size >= o->mark_end &&
-				 bytes_at(fd, o->mark_end - (int64_t)o->mark_len, o->mark, o->mark_len)));
-}
-
-/* The rotated copy of f's old generation: another regular file in f's
- * directory that begins with the old fingerprint, reaches at least to the
- * old offset and holds the bytes remembered before it; plain or gzipped;
- * the newest such file. Returns 1 with *c filled, 0 when there is none,
- * or -errno. */
-static int find_copy(struct tail *t, const struct tail_file *f, const struct old_gen *o,
-		     struct copy *c)
-{
-	const char *slash = strrchr(f->path, '/');
-	const char *base = slash ? slash + 1 : f->path;
-	char dir[4096], *path;
-	struct dirent *de;
-	DIR *d;
-
-	memset(c, 0, sizeof(*c));
-	c->fd = -1;
-	if (!slash || !o->fp_len || (size_t)(slash - f->path) >= sizeof(dir))
-		return 0;
-	memcpy(dir, f->path, (size_t)(slash - f->path));
-	dir[slash - f->path] = '\0';
-	d = opendir(dir[0] ? dir : "/");
-	if (!d)
-		return -errno;
-	while ((de = readdir(d))) {
-		struct stat st;
-		gzFile gz;
-		int fd;
-
-		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode) ||
-		    ((uint64_t)st.st_dev == f->dev && (uint64_t)st.st_ino == f->ino) ||
-		    find_file(t, st.st_dev, st.st_ino))
-			continue;
-		if (is_unreadable_compressed(de->d_name)) {
-			c->unreadable |= !strncmp(de->d_name, base, strlen(base)) &&
-					 (o->looked.tv_sec || o->looked.tv_nsec) &&
-					 newer(&st.st_ctim, &o->looked);
-			continue;
-		}
-		fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-		if (fd < 0)
-			continue;
-		if (!better_copy(fd, &st, o, de->d_name, c, &gz) ||
-		    !(path = xmalloc(strlen(dir) + strlen(de->d_name) + 2))) {
-			if (gz)
-				gzclose(gz);
-			close(fd);
-			continue;
-		}
-		sprintf(path, "%s/%s", dir, de->d_name);
-		copy_release(c);
-		c->fd = fd;
-		c->gz = gz;
-		c->path = path;
-		c->mtime = st.st_mtim;
-		c->size = gz ? -1 : st.st_size;
-	}
-	closedir(d);
-	return c->fd >= 0;
-}
-
-/* Remember a loss of f's old generation, told to the core by emit_gap(). */
-static void set_gap(struct tail_file *f, const struct old_gen *o, int64_t off, int64_t len,
-		    const char *reason)
-{
-	f->gap_pending = true;
-	f->gap_off = off;
-	f->gap_len = len;
-	snprintf(f->gap_reason, sizeof(f->gap_reason), "%s", reason);
-	snprintf(f->gap_key, sizeof(f->gap_key), "gap:tail:%" PRIu64 ":%" PRIu64 ":%" PRIu64 ":%" PRId64,
-		 f->dev, f->ino, o->gen, off);
-}
-
-static void file_set_key_prefix(struct tail_file *f);
-static void file_reset_buffer(struct tail_file *f, int64_t off);
-
-/* f was found truncated (or changed while the agent was stopped) with its
- * old generation o: read what o's rotated copy holds past o->off first, and
- * count what no copy holds. f itself already starts its new generation. */
-static void recover(struct tail *t, struct tail_file *f, const struct old_gen *o)
-{
-	struct tail_file *n;
-	struct copy c;
-	int rc = find_copy(t, f, o, &c);
-
-	if (rc < 0)
-		note_error(t, "cannot look for the rotated copy of %s: %s", f->path, strerror(-rc));
-	if (rc <= 0) {
-		if (c.unreadable)
-			set_gap(f, o, o->off, o->size > o->off ? o->size - o->off : -1,
-				"copy_compressed");
-		else if (o->size > o->off)
-			set_gap(f, o, o->off, o->size - o->off, "truncated_unread");
-		else
-			log_info("input %s: %s was truncated or replaced; reading it again from the start",
-				 input_name(t->in), f->path);
-		return;
-	}
-	if (c.size >= 0 && o->size > c.size)
-		set_gap(f, o, c.size, o->size - c.size, "written_after_copy");
-	if (c.size == o->off) {
-		log_info("input %s: %s was truncated after it was read to its end (its copy is %s)",
-			 input_name(t->in), f->path, c.path);
-		copy_release(&c);
-		return;
-	}
-	n = xcalloc(1, sizeof(*n));
-	if (!n) {
-		set_gap(f, o, o->off, c.size >= 0 ? c.size - o->off : -1, "truncated_unread");
-		note_error(t, "cannot read the rotated copy %s: %s", c.path, strerror(ENOMEM));
-		copy_release(&c);
-		return;
-	}
-	log_info("input %s: %s was truncated before it was read to its end; reading the rest from its rotated copy %s from offset %" PRId64,
-		 input_name(t->in), f->path, c.path, o->off);
-	n->t = t;
-	n->fd = c.fd;
-	n->gz = c.gz;
-	n->path = c.path;
-	n->dev = f->dev;
-	n->ino = f->ino;
-	n->gen = o->gen;
-	n->offset = o->off;
-	n->is_copy = true;
-	/* The copy is complete before the truncation: read it to its end,
-	 * unterminated last line included, without waiting. */
-	n->gone = true;
-	n->last_growth = INT64_MIN / 2;
-	memcpy(n->fp, o->fp, o->fp_len);
-	n->fp_len = o->fp_len;
-	n->seen_size = c.size;
-	n->max_size = o->size > c.size ? o->size : c.size;
-	file_set_key_prefix(n);
-	file_reset_buffer(n, n->offset);
-	f->copy = n;
-}
-
 /* Decide where a newly opened file starts: its saved position if it still
  * is the same file, else per start_at (first scan) or its head. */
 static int file_place(struct tail *t, struct tail_file *f, int64_t size, bool first_scan)
@@ -792,7 +377,7 @@ static int file_place(struct tail *t, struct tail_file *f, int64_t size, bool fi
 	int rc = input_load_position(t->in, f->source, &data, &len);
 
 	if (rc && rc != -ENOENT) {
-		note_error(t, "cannot load position of %s: %s", f->path, strerror(-rc));
+		tail_note_error(t, "cannot load position of %s: %s", f->path, strerror(-rc));
 		return rc;
 	}
 	if (!rc && parse_position(data, len, &o)) {
@@ -804,7 +389,7 @@ static int file_place(struct tail *t, struct tail_file *f, int64_t size, bool fi
 			 * the rotated copy: that copy still has the rest. */
 			f->offset = 0;
 			f->gen = o.gen + 1;
-			recover(t, f, &o);
+			tail_recover(t, f, &o);
 		}
 	} else {
 		if (!rc)
@@ -817,7 +402,7 @@ static int file_place(struct tail *t, struct tail_file *f, int64_t size, bool fi
 	return 0;
 }
 
-static struct tail_file *find_file(struct tail *t, uint64_t dev, uint64_t ino)
+struct tail_file *tail_find_file(struct tail *t, uint64_t dev, uint64_t ino)
 {
 	for (size_t i = 0; i < t->n_files; i++)
 		if (t->files[i]->dev == dev && t->files[i]->ino == ino)
@@ -841,132 +426,6 @@ static void file_seen(struct tail_file *f, const char *path)
 	}
 }
 
-static void free_watches(struct tail *t)
-{
-	for (size_t i = 0; i < t->n_watches; i++)
-		xfree(t->watches[i].dir);
-	xfree(t->watches);
-	t->watches = NULL;
-	t->n_watches = t->cap_watches = 0;
-}
-
-/* Without inotify, changes are found by looking every poll_interval. */
-static void poll_instead(struct tail *t, int err)
-{
-	if (t->polling)
-		return;
-	t->polling = true;
-	if (err == ENOSPC)
-		snprintf(t->poll_why, sizeof(t->poll_why),
-			 "inotify watch limit reached, see fs.inotify.max_user_watches");
-	else if (err == EMFILE)
-		snprintf(t->poll_why, sizeof(t->poll_why),
-			 "inotify instance limit reached, see fs.inotify.max_user_instances");
-	else
-		snprintf(t->poll_why, sizeof(t->poll_why), "inotify unavailable: %s", strerror(err));
-	log_warn("input %s: %s; checking the files every poll_interval (%" PRId64 " ms) instead",
-		 input_name(t->in), t->poll_why, t->conf->poll_interval_ms);
-	if (t->ino.fd >= 0) {
-		loop_fd_del(t->loop, &t->ino);
-		close(t->ino.fd);
-		t->ino.fd = -1;
-	}
-	free_watches(t);
-	t->state_shown = false;
-}
-
-/* Watch a directory (dir[0..len)) for changes to the files in it. A
- * directory that cannot be watched yet (missing, no permission) is tried
- * again at the next scan. */
-static void watch_dir(struct tail *t, const char *path, size_t len)
-{
-	char dir[4096];
-	int wd;
-
-	if (t->ino.fd < 0 || !len || len >= sizeof(dir))
-		return;
-	memcpy(dir, path, len);
-	dir[len] = '\0';
-	for (size_t i = 0; i < t->n_watches; i++)
-		if (!strcmp(t->watches[i].dir, dir))
-			return;
-	wd = tail_sys.inotify_add_watch(t->ino.fd, dir, WATCH_MASK);
-	if (wd < 0) {
-		if (errno == ENOSPC || errno == ENOMEM)
-			poll_instead(t, errno);
-		return;
-	}
-	if (t->n_watches == t->cap_watches) {
-		size_t n = t->cap_watches ? 2 * t->cap_watches : 4;
-		struct watch *v = xrealloc(t->watches, n * sizeof(*v));
-
-		if (!v)
-			goto out_rm;
-		t->watches = v;
-		t->cap_watches = n;
-	}
-	t->watches[t->n_watches].dir = xstrdup(dir);
-	if (!t->watches[t->n_watches].dir)
-		goto out_rm;
-	t->watches[t->n_watches++].wd = wd;
-	return;
-
-out_rm:
-	inotify_rm_watch(t->ino.fd, wd);
-}
-
-static void watch_file_dir(struct tail *t, const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (slash)
-		watch_dir(t, path, slash == path ? 1 : (size_t)(slash - path));
-}
-
-static void drop_watch(struct tail *t, int wd)
-{
-	size_t j = 0;
-
-	for (size_t i = 0; i < t->n_watches; i++) {
-		if (t->watches[i].wd == wd)
-			xfree(t->watches[i].dir);
-		else
-			t->watches[j++] = t->watches[i];
-	}
-	t->n_watches = j;
-}
-
-/* Something changed in a watched directory: look now. */
-static void tail_inotify(struct loop_fd *w, unsigned revents)
-{
-	struct tail *t = container_of(w, struct tail, ino);
-	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	bool any = false;
-
-	(void)revents;
-	/* Bounded, so a directory that never rests cannot hold the loop. */
-	for (int round = 0; round < 16; round++) {
-		ssize_t n = read(w->fd, buf, sizeof(buf));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		any = true;
-		for (ssize_t i = 0; i + (ssize_t)sizeof(struct inotify_event) <= n;) {
-			const struct inotify_event *ev = (const void *)(buf + i);
-
-			if (ev->mask & RESCAN_MASK)
-				t->want_scan = true;
-			if (ev->mask & IN_IGNORED)
-				drop_watch(t, ev->wd);
-			i += (ssize_t)(sizeof(*ev) + ev->len);
-		}
-	}
-	if (any && !t->blocked)
-		loop_timer_set(t->loop, &t->timer, 0);
-}
-
 static int open_file(struct tail *t, const char *path, bool first_scan)
 {
 	struct tail_file *f;
@@ -977,7 +436,7 @@ static int open_file(struct tail *t, const char *path, bool first_scan)
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0) {
 		if (errno != ENOENT)
-			note_error(t, "cannot open %s: %s", path, strerror(errno));
+			tail_note_error(t, "cannot open %s: %s", path, strerror(errno));
 		return errno == ENOENT ? 0 : -errno;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -985,7 +444,7 @@ static int open_file(struct tail *t, const char *path, bool first_scan)
 		return 0;
 	}
 	/* Renamed between stat and open: known under its new identity. */
-	f = find_file(t, st.st_dev, st.st_ino);
+	f = tail_find_file(t, st.st_dev, st.st_ino);
 	if (f) {
 		close(fd);
 		file_seen(f, path);
@@ -1019,14 +478,14 @@ static int open_file(struct tail *t, const char *path, bool first_scan)
 	snprintf(f->source, sizeof(f->source), "%" PRIu64 ":%" PRIu64, f->dev, f->ino);
 	rc = read_fp(f, f->fp, &f->fp_len);
 	if (rc) {
-		note_error(t, "cannot read %s: %s", path, strerror(-rc));
+		tail_note_error(t, "cannot read %s: %s", path, strerror(-rc));
 		goto out_free;
 	}
 	rc = file_place(t, f, st.st_size, first_scan);
 	if (rc)
 		goto out_free;
-	file_set_key_prefix(f);
-	file_reset_buffer(f, f->offset);
+	tail_file_set_key_prefix(f);
+	tail_file_reset_buffer(f, f->offset);
 	f->seen_size = st.st_size;
 	if (st.st_size > f->max_size)
 		f->max_size = st.st_size;
@@ -1036,7 +495,7 @@ static int open_file(struct tail *t, const char *path, bool first_scan)
 	f->seen = true;
 	f->dirty = true;
 	t->files[t->n_files++] = f;
-	watch_file_dir(t, path);
+	tail_watch_file_dir(t, path);
 	log_info("input %s: following %s from offset %" PRId64, input_name(t->in), path, f->offset);
 	return 0;
 
@@ -1073,18 +532,18 @@ static bool pattern_dir_ok(struct tail *t, const char *pat)
 		return true;
 	memcpy(dir, pat, n);
 	dir[n] = '\0';
-	watch_dir(t, dir, n);
+	tail_watch_dir(t, dir, n);
 	if (!magic) {
 		/* A fixed name needs only search permission on its directory. */
 		int err = stat(dir, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
 
 		if (err)
-			note_error(t, "cannot open %s: %s", dir, strerror(err));
+			tail_note_error(t, "cannot open %s: %s", dir, strerror(err));
 		return !err;
 	}
 	d = opendir(dir);
 	if (!d) {
-		note_error(t, "cannot open %s: %s", dir, strerror(errno));
+		tail_note_error(t, "cannot open %s: %s", dir, strerror(errno));
 		return false;
 	}
 	closedir(d);
@@ -1098,12 +557,12 @@ static void scan_path(struct tail *t, const char *path, bool first_scan)
 
 	if (stat(path, &st) < 0) {
 		if (errno != ENOENT)
-			note_error(t, "cannot open %s: %s", path, strerror(errno));
+			tail_note_error(t, "cannot open %s: %s", path, strerror(errno));
 		return;
 	}
 	if (!S_ISREG(st.st_mode))
 		return;
-	f = find_file(t, st.st_dev, st.st_ino);
+	f = tail_find_file(t, st.st_dev, st.st_ino);
 	if (f)
 		file_seen(f, path);
 	else
@@ -1165,17 +624,17 @@ static void file_truncated(struct tail *t, struct tail_file *f)
 	o.size = f->max_size > read_to ? f->max_size : read_to;
 	o.looked = f->seen_ctime;
 	f->gen++;
-	file_set_key_prefix(f);
+	tail_file_set_key_prefix(f);
 	f->offset = 0;
 	f->mark_len = 0;
 	f->mark_end = 0;
 	f->max_size = f->seen_size;
-	file_reset_buffer(f, 0);
+	tail_file_reset_buffer(f, 0);
 	file_drop_header(f);
 	if (read_fp(f, f->fp, &f->fp_len))
 		f->fp_len = 0;
 	f->dirty = true;
-	recover(t, f, &o);
+	tail_recover(t, f, &o);
 }
 
 /* Keep the bytes before the position, which tell f's rotated copy apart. */
@@ -1200,7 +659,7 @@ static int file_check(struct tail *t, struct tail_file *f)
 	size_t n = 0;
 
 	if (fstat(f->fd, &st) < 0) {
-		note_error(t, "cannot stat %s: %s", f->path, strerror(errno));
+		tail_note_error(t, "cannot stat %s: %s", f->path, strerror(errno));
 		return -errno;
 	}
 	if (st.st_nlink == 0 && !f->deleted) {
@@ -1260,7 +719,7 @@ static int file_load_header(struct tail *t, struct tail_file *f)
 			if (cap > t->max_line + 1)
 				cap = t->max_line + 1;
 			if (len == cap) {
-				note_error(t, "header line of %s is longer than max_record_bytes (%zu bytes)",
+				tail_note_error(t, "header line of %s is longer than max_record_bytes (%zu bytes)",
 					   f->path, t->max_line);
 				rc = -EMSGSIZE;
 				goto out_free;
@@ -1272,9 +731,9 @@ static int file_load_header(struct tail *t, struct tail_file *f)
 			}
 			p = np;
 		}
-		n = file_pread(f, p + len, cap - len, (int64_t)len);
+		n = tail_file_pread(f, p + len, cap - len, (int64_t)len);
 		if (n < 0) {
-			note_error(t, "cannot read %s: %s", f->path, strerror((int)-n));
+			tail_note_error(t, "cannot read %s: %s", f->path, strerror((int)-n));
 			rc = (int)n;
 			goto out_free;
 		}
@@ -1331,7 +790,7 @@ static int hand_over(struct tail *t, struct tail_file *f, const char *data, size
 	if (rc == -EAGAIN)
 		t->blocked = true;
 	else if (rc)
-		note_error(t, "cannot queue a line of %s: %s", f->path, strerror(-rc));
+		tail_note_error(t, "cannot queue a line of %s: %s", f->path, strerror(-rc));
 	return rc;
 }
 
@@ -1348,9 +807,9 @@ static int reject_long(struct tail *t, struct tail_file *f)
 	int rc;
 
 	if (p) {
-		n = file_pread(f, p, keep, f->offset);
+		n = tail_file_pread(f, p, keep, f->offset);
 		if (n < 0) {
-			note_error(t, "cannot read %s: %s", f->path, strerror((int)-n));
+			tail_note_error(t, "cannot read %s: %s", f->path, strerror((int)-n));
 			xfree(p);
 			return (int)n;
 		}
@@ -1456,33 +915,13 @@ static ssize_t file_read(struct tail *t, struct tail_file *f)
 		f->cap = cap;
 	}
 	want = f->cap - f->len < t->chunk ? f->cap - f->len : t->chunk;
-	if (f->gz) {
-		int64_t at = f->buf_off + (int64_t)f->len, now = gztell(f->gz);
-
-		/* Decompress up to where reading starts one chunk at a time
-		 * (counted as read), so a long copy does not hold the loop. */
-		if (now >= 0 && now < at) {
-			n = gzread(f->gz, f->buf + f->len,
-				   (unsigned)(at - now < (int64_t)want ? at - now : (int64_t)want));
-			if (n < 0) {
-				note_error(t, "cannot read %s: %s", f->path, gzerror(f->gz, NULL));
-				return -EIO;
-			}
-			return n;
-		}
-		n = file_pread(f, f->buf + f->len, want, at);
-		if (n < 0) {
-			note_error(t, "cannot read %s: %s", f->path, gzerror(f->gz, NULL));
-			return (int)n;
-		}
-		f->len += (size_t)n;
-		return n;
-	}
+	if (f->gz)
+		return tail_gz_read(t, f, want);
 	do {
 		n = pread(f->fd, f->buf + f->len, want, (off_t)(f->buf_off + (int64_t)f->len));
 	} while (n < 0 && errno == EINTR);
 	if (n < 0) {
-		note_error(t, "cannot read %s: %s", f->path, strerror(errno));
+		tail_note_error(t, "cannot read %s: %s", f->path, strerror(errno));
 		return -errno;
 	}
 	f->len += (size_t)n;
@@ -1516,49 +955,6 @@ static int file_finish(struct tail *t, struct tail_file *f, struct budget *b)
 	return rc;
 }
 
-static const char *gap_why(const char *reason)
-{
-	if (!strcmp(reason, "written_after_copy"))
-		return "written after logrotate's copy was made and before the truncation";
-	if (!strcmp(reason, "copy_compressed"))
-		return "truncated before it was read; its rotated copy is compressed in a format agentd does not read";
-	if (!strcmp(reason, "copy_unreadable"))
-		return "its gzipped rotated copy ends early or is damaged";
-	return "truncated before it was read, and no rotated copy holds it";
-}
-
-/* Tell the core of f's pending gap. 0, -EAGAIN or -errno. */
-static int emit_gap(struct tail *t, struct tail_file *f)
-{
-	int rc;
-
-	if (!f->gap_pending)
-		return 0;
-	rc = input_gap(t->in, f->path, f->gap_off, f->gap_len, f->gap_reason, f->gap_key);
-	if (rc == -EAGAIN) {
-		t->blocked = true;
-		return rc;
-	}
-	if (rc) {
-		note_error(t, "cannot queue the gap marker of %s: %s", f->path, strerror(-rc));
-		return rc;
-	}
-	f->gap_pending = false;
-	f->dirty = true;
-	t->gaps++;
-	if (f->gap_len >= 0)
-		t->lost_bytes += f->gap_len;
-	else
-		t->unknown_gaps++;
-	if (f->gap_len >= 0)
-		show_loss(t, "%" PRId64 " bytes of %s from offset %" PRId64 " are lost (%s); a gap marker tells the lake",
-			  f->gap_len, f->path, f->gap_off, gap_why(f->gap_reason));
-	else
-		show_loss(t, "what %s held from offset %" PRId64 " on is lost (%s); a gap marker tells the lake",
-			  f->path, f->gap_off, gap_why(f->gap_reason));
-	return 0;
-}
-
 static int file_pump(struct tail *t, struct tail_file *f, struct budget *b);
 
 /* Read f's rotated copy before f. 0 when the copy is done (f goes on),
@@ -1574,7 +970,7 @@ static int pump_copy(struct tail *t, struct tail_file *f, struct budget *b)
 		struct old_gen o = { .gen = c->gen };
 		int64_t at = c->buf_off + (int64_t)c->len;
 
-		set_gap(f, &o, c->offset, c->max_size > at ? c->max_size - c->offset : -1,
+		tail_set_gap(f, &o, c->offset, c->max_size > at ? c->max_size - c->offset : -1,
 			"copy_unreadable");
 		c->finished = true;
 		rc = 0;
@@ -1584,7 +980,7 @@ static int pump_copy(struct tail *t, struct tail_file *f, struct budget *b)
 	/* Drained but not finished: a csv copy without a complete header
 	 * line, which will not get one. */
 	if (!c->finished)
-		note_error(t, "%s has no complete header line; its lines from offset %" PRId64 " are not read",
+		tail_note_error(t, "%s has no complete header line; its lines from offset %" PRId64 " are not read",
 			   c->path, c->offset);
 	else
 		log_info("input %s: finished reading %s", input_name(t->in), c->path);
@@ -1594,7 +990,7 @@ static int pump_copy(struct tail *t, struct tail_file *f, struct budget *b)
 	if (f->retruncated) {
 		f->retruncated = false;
 		file_truncated(t, f);
-		rc = emit_gap(t, f);
+		rc = tail_emit_gap(t, f);
 		if (rc)
 			return rc;
 		return f->copy ? 1 : 0;
@@ -1608,13 +1004,13 @@ static int file_pump(struct tail *t, struct tail_file *f, struct budget *b)
 {
 	int rc;
 
-	rc = emit_gap(t, f);
+	rc = tail_emit_gap(t, f);
 	if (rc)
 		return rc;
 	if (!f->is_copy) {
 		rc = file_check(t, f);
 		if (!rc)
-			rc = emit_gap(t, f);
+			rc = tail_emit_gap(t, f);
 		if (rc)
 			return rc;
 	}
@@ -1667,7 +1063,7 @@ static int file_pump(struct tail *t, struct tail_file *f, struct budget *b)
 		xfree(f->buf);
 		f->buf = NULL;
 		f->cap = 0;
-		file_reset_buffer(f, f->offset);
+		tail_file_reset_buffer(f, f->offset);
 	}
 	return 0;
 }
@@ -1811,11 +1207,7 @@ static void tail_stop(struct input *in, void *state)
 		return;
 	if (t->loop)
 		loop_timer_cancel(t->loop, &t->timer);
-	if (t->ino.fd >= 0) {
-		loop_fd_del(t->loop, &t->ino);
-		close(t->ino.fd);
-	}
-	free_watches(t);
+	tail_watch_stop(t);
 	for (size_t i = 0; i < t->n_files; i++)
 		file_free(t->files[i]);
 	xfree(t->files);
@@ -1846,19 +1238,7 @@ static int tail_start(struct input *in, void **state)
 	t->wants_header = input_wants_header(in);
 	t->timer.cb = tail_tick;
 	t->loop = input_loop(in);
-	t->ino.fd = tail_sys.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (t->ino.fd < 0) {
-		poll_instead(t, errno);
-	} else {
-		t->ino.events = LOOP_READ;
-		t->ino.cb = tail_inotify;
-		rc = loop_fd_add(t->loop, &t->ino);
-		if (rc) {
-			close(t->ino.fd);
-			t->ino.fd = -1;
-			poll_instead(t, -rc);
-		}
-	}
+	tail_watch_start(t);
 	scan(t, true);
 	report_errors(t);
 	update_state(t);
