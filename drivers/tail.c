@@ -387,6 +387,8 @@ static int file_place(struct tail *t, struct tail_file *f, int64_t size, bool fi
 		} else {
 			/* Truncated while agentd was stopped, or while it read
 			 * the rotated copy: that copy still has the rest. */
+			log_info("input %s: %s changed since its position was saved; reading it from the start",
+				 input_name(t->in), f->path);
 			f->offset = 0;
 			f->gen = o.gen + 1;
 			tail_recover(t, f, &o);
@@ -623,6 +625,8 @@ static void file_truncated(struct tail *t, struct tail_file *f)
 	o.mark_end = f->mark_end;
 	o.size = f->max_size > read_to ? f->max_size : read_to;
 	o.looked = f->seen_ctime;
+	log_info("input %s: %s was truncated or replaced; reading it again from the start",
+		 input_name(t->in), f->path);
 	f->gen++;
 	tail_file_set_key_prefix(f);
 	f->offset = 0;

@@ -231,16 +231,12 @@ void tail_recover(struct tail *t, struct tail_file *f, const struct old_gen *o)
 				"copy_compressed");
 		else if (o->size > o->off)
 			tail_set_gap(f, o, o->off, o->size - o->off, "truncated_unread");
-		else
-			log_info("input %s: %s was truncated or replaced; reading it again from the start",
-				 input_name(t->in), f->path);
 		return;
 	}
 	if (c.size >= 0 && o->size > c.size)
 		tail_set_gap(f, o, c.size, o->size - c.size, "written_after_copy");
 	if (c.size == o->off) {
-		log_info("input %s: %s was truncated after it was read to its end (its copy is %s)",
-			 input_name(t->in), f->path, c.path);
+		/* Read to its end before it was cut: nothing to recover. */
 		copy_release(&c);
 		return;
 	}
@@ -251,8 +247,8 @@ void tail_recover(struct tail *t, struct tail_file *f, const struct old_gen *o)
 		copy_release(&c);
 		return;
 	}
-	log_info("input %s: %s was truncated before it was read to its end; reading the rest from its rotated copy %s from offset %" PRId64,
-		 input_name(t->in), f->path, c.path, o->off);
+	log_info("input %s: reading what %s held from offset %" PRId64 " on from its rotated copy %s",
+		 input_name(t->in), f->path, o->off, c.path);
 	n->t = t;
 	n->fd = c.fd;
 	n->gz = c.gz;
