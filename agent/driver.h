@@ -66,6 +66,14 @@ int input_emit(struct input *in, const char *data, size_t len, const char *key);
  * max_record_bytes), with the reason. Returns like input_emit(). */
 int input_reject(struct input *in, const char *data, size_t len,
 		 const char *key, const char *reason);
+/* Tell the lake that bytes [offset, offset + bytes) of `source` (a name
+ * for people, e.g. a file path) were lost before the driver could read
+ * them (bytes < 0: how many is not known), with a short machine-readable
+ * reason. Appends a gap marker to the agent's own stream "_agent" in the
+ * transaction of the records emitted so far; `key` is its dedupe key.
+ * Returns like input_emit(). */
+int input_gap(struct input *in, const char *source, int64_t offset, int64_t bytes,
+	      const char *reason, const char *key);
 /* Save the driver's position for one source, in the transaction that holds
  * the records emitted so far. Returns 0 or -errno. */
 int input_save_position(struct input *in, const char *source,

@@ -306,3 +306,50 @@ void input_set_state(struct input *in, const char *fmt, ...)
 	vsnprintf(in->state_text, sizeof(in->state_text), fmt, ap);
 	va_end(ap);
 }
+
+/* A gap marker for bytes of a source lost before they were read. It goes on
+ * the agent's own stream, like the queue's eviction markers, so every output
+ * ships it; the driver's key makes a marker repeated after a crash a
+ * duplicate. */
+int input_gap(struct input *in, const char *source, int64_t offset, int64_t bytes,
+	      const char *reason, const char *key)
+{
+	struct buf d = BUF_INIT;
+	struct qrec_in r;
+	int rc;
+
+	if (in->a->inputs_suspended)
+		return -EAGAIN;
+	rc = buf_adds(&d, "{\"gap\":{\"input\":");
+	rc = rc ? rc : json_add_str(&d, in->conf->name, strlen(in->conf->name));
+	rc = rc ? rc : buf_adds(&d, ",\"stream\":");
+	rc = rc ? rc : json_add_str(&d, in->conf->stream, strlen(in->conf->stream));
+	rc = rc ? rc : buf_adds(&d, ",\"source\":");
+	rc = rc ? rc : json_add_str(&d, source, strlen(source));
+	rc = rc ? rc : buf_printf(&d, ",\"offset\":%" PRId64 ",\"bytes\":", offset);
+	rc = rc ? rc : bytes < 0 ? buf_adds(&d, "null") : buf_printf(&d, "%" PRId64, bytes);
+	rc = rc ? rc : buf_adds(&d, ",\"reason\":");
+	rc = rc ? rc : json_add_str(&d, reason, strlen(reason));
+	rc = rc ? rc : buf_adds(&d, "}}");
+	if (rc)
+		goto out_release;
+	r.stream = "_agent";
+	r.key = key;
+	r.ts_wall_ms = loop_wall_ms();
+	r.ts_mono_ms = boot_ms();
+	r.clock = in->a->clock_synced ? CLOCK_SYNCED : CLOCK_UNSYNCED;
+	r.data = d.p;
+	r.len = d.len;
+	rc = queue_append_gap(in->a->q, &r, NULL);
+	if (rc == -EEXIST) {
+		rc = 0;
+	} else if (rc == -ENOSPC) {
+		in->blocked = true;
+		rc = -EAGAIN;
+	} else if (!rc) {
+		agent_wrote(in->a);
+	}
+out_release:
+	buf_release(&d);
+	return rc;
+}

@@ -217,6 +217,17 @@ int queue_append(struct queue *q, const struct qrec_in *r, int64_t *seq_out)
 	return queue_append_entry(q, REC_DATA, r, true, seq_out);
 }
 
+int queue_append_gap(struct queue *q, const struct qrec_in *r, int64_t *seq_out)
+{
+	if (q->readonly)
+		return -EROFS;
+	if (!r->key || !r->stream)
+		return -EINVAL;
+	if (q->full && q->on_full == ON_FULL_BLOCK)
+		return -ENOSPC;
+	return queue_append_entry(q, REC_GAP, r, true, seq_out);
+}
+
 int queue_commit(struct queue *q)
 {
 	sqlite3_stmt *st;

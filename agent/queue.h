@@ -119,6 +119,10 @@ void queue_close(struct queue *q);
  * -ENOSPC (budget full under block, nothing written), -EIO, -ENOMEM.
  * On success *seq_out (if not NULL) holds its seq. */
 int queue_append(struct queue *q, const struct qrec_in *r, int64_t *seq_out);
+/* Append a gap marker that an input reports (bytes of a source that are
+ * lost): like queue_append(), but of kind REC_GAP, so it ships with
+ * "kind":"gap" and evicting data never takes it. */
+int queue_append_gap(struct queue *q, const struct qrec_in *r, int64_t *seq_out);
 
 /* Source positions, written in the same transaction as appends. */
 int queue_position_set(struct queue *q, const char *input, const char *source,

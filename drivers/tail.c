@@ -1,11 +1,22 @@
 /* tail.c - the tail input driver: follows files matching glob patterns and
  * hands over each complete line, surviving rotation, truncation and restarts.
  *
- * Files are polled with fstat/pread on a timer (portable, and cheap for the
- * handful of files a gateway tails). Each file is known by its device and
- * inode; its position (offset after the last handed-over line, a generation
- * and a fingerprint of its first bytes) is saved through the core together
- * with the records, so a restart resumes exactly where the queue stopped.
+ * Files are read as data arrives: inotify watches on their directories wake
+ * the driver, which then reads with fstat/pread. Where inotify cannot be had
+ * (not built in, or the watch limit is reached) a timer polls instead. Each
+ * file is known by its device and inode; its position (offset after the last
+ * handed-over line, a generation and a fingerprint of its first bytes) is
+ * saved through the core together with the records, so a restart resumes
+ * exactly where the queue stopped.
+ *
+ * A file truncated before it was read to its end (logrotate's copytruncate)
+ * still has the unread part in its rotated copy: the driver finds that copy
+ * in the same directory by the fingerprint and reads it from the saved offset
+ * to its end, under the old file's keys, before going on with the live file.
+ * What no copy holds is reported to the lake as a gap marker.
+ *
+ * This file is the driver itself; tail_watch.c holds the inotify watches and
+ * tail_copy.c the search for and reading of rotated copies (tail.h).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -20,11 +31,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "driver.h"
+#include "tail.h"
 
-/* Bytes of a file's head that identify it across restarts and reveal a
- * truncation or an inode reused by another file. */
-#define FP_LEN 64
 /* A rejected over-long line is copied to the DLQ up to this size; beyond it
  * the DLQ keeps only its beginning and the reason says so. The line may be
  * any length (a runaway writer can produce gigabytes without a newline), so
@@ -33,78 +41,6 @@
 /* How far back from the end "start_at = end" looks for the last newline. */
 #define END_LOOKBACK (64 << 10)
 #define DEFAULT_MAX_LINE (1 << 20)
-
-enum { START_HEAD, START_END };
-
-struct tail_conf {
-	char *path;
-	int start_at;
-	int64_t poll_interval_ms;
-	int64_t rotate_wait_ms;
-	int64_t read_chunk;
-	int64_t max_lines_per_tick;
-	int64_t max_bytes_per_tick;
-};
-
-struct tail;
-
-struct tail_file {
-	struct tail *t;
-	char *path;
-	int fd;
-	uint64_t dev, ino, gen;
-	char source[48];          /* "<dev>:<ino>", the position's name */
-	char key[96];             /* "tail:<dev>:<ino>:<gen>:", offset appended */
-	size_t key_len;
-	int64_t offset;           /* start of the next line to hand over */
-	/* Bytes read and not yet handed over: buf[0] is at file offset
-	 * buf_off; buf[pos] is at `offset` except inside an over-long line,
-	 * where the buffer only scans for that line's end. */
-	char *buf;
-	size_t cap, len, pos, scan;
-	int64_t buf_off;
-	bool in_long;             /* the line at `offset` exceeds the limit */
-	bool long_nl;             /* ... and ends with a newline at long_end */
-	int64_t long_end;         /* its end (newline or EOF), -1 while unknown */
-	unsigned char fp[FP_LEN];
-	size_t fp_len;
-	int64_t seen_size;
-	struct timespec seen_mtime;
-	int64_t last_growth;      /* monotonic ms */
-	char *header;             /* csv header line, without newline */
-	size_t header_len;
-	bool have_header;
-	bool seen;                /* matched by the current scan */
-	bool gone;                /* no longer matched, or deleted */
-	bool deleted;
-	bool dirty;               /* position changed since last saved */
-	bool finished;            /* gone and read to its end: close it */
-};
-
-struct tail {
-	struct input *in;
-	const struct tail_conf *conf;
-	struct loop *loop;
-	struct loop_timer timer;
-	char **patterns;
-	size_t n_patterns;
-	struct tail_file **files;
-	size_t n_files, cap_files;
-	size_t rr;                /* first file served next tick, for fairness */
-	size_t max_line, chunk, cap_max;
-	bool wants_header;
-	const struct tail_file *header_owner; /* whose header the core holds */
-	bool blocked;
-	int64_t last_scan;
-	char err[256];            /* first problem of this tick */
-	char reported[256];       /* the error the core currently shows */
-	size_t shown_files, shown_gone;
-	bool shown_blocked, state_shown;
-};
-
-struct budget {
-	int64_t lines, bytes;
-};
 
 static const char *const start_at_names[] = { "head", "end", NULL };
 
@@ -121,8 +57,9 @@ static const struct cfg_key tail_keys[] = {
 		  "with a saved position are always read completely." },
 	{ .name = "poll_interval", .type = CFG_DURATION, .def = "250ms", .offset = TK(poll_interval_ms),
 	  .min = 10, .max = 3600000,
-	  .help = "How often the patterns are matched again and idle files are checked for new data. While "
-		  "data flows it is read without waiting." },
+	  .help = "How often the patterns are matched again and the files checked, besides the changes "
+		  "inotify reports at once (new data is read as it arrives). Where inotify cannot be had "
+		  "(its watch limit reached), this is how long new data may wait." },
 	{ .name = "rotate_wait", .type = CFG_DURATION, .def = "5s", .offset = TK(rotate_wait_ms),
 	  .min = 0, .max = 86400000,
 	  .help = "How long a file that was renamed away or deleted is still followed after it stopped "
@@ -143,10 +80,7 @@ static const struct cfg_key tail_keys[] = {
 };
 
 /* Remember the first problem of this tick; reported once at its end. */
-static void note_error(struct tail *t, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void note_error(struct tail *t, const char *fmt, ...)
+void tail_note_error(struct tail *t, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -159,12 +93,16 @@ static void note_error(struct tail *t, const char *fmt, ...)
 
 static void report_errors(struct tail *t)
 {
+	/* Ticks between two scans do not retry what the scan found. */
+	if (!t->err[0])
+		memcpy(t->err, t->scan_err, sizeof(t->err));
 	if (t->err[0]) {
 		if (strcmp(t->err, t->reported)) {
 			input_error(t->in, "%s", t->err);
 			snprintf(t->reported, sizeof(t->reported), "%s", t->err);
 		}
-	} else if (t->reported[0]) {
+		t->error_sticky = false;
+	} else if (t->reported[0] && !t->error_sticky) {
 		input_clear_error(t->in);
 		t->reported[0] = '\0';
 	}
@@ -174,15 +112,22 @@ static void report_errors(struct tail *t)
 static void update_state(struct tail *t)
 {
 	size_t gone = 0;
+	char lost[64] = "", poll[96] = "";
 
 	for (size_t i = 0; i < t->n_files; i++)
 		gone += t->files[i]->gone;
 	if (t->state_shown && gone == t->shown_gone && t->n_files == t->shown_files &&
-	    t->blocked == t->shown_blocked)
+	    t->blocked == t->shown_blocked && t->gaps == t->shown_gaps)
 		return;
-	input_set_state(t->in, "tailing %zu file%s, %zu rotated%s", t->n_files,
-			t->n_files == 1 ? "" : "s", gone,
+	if (t->gaps)
+		snprintf(lost, sizeof(lost), ", lost: %zu gap%s, %" PRId64 " bytes%s", t->gaps,
+			 t->gaps == 1 ? "" : "s", t->lost_bytes, t->unknown_gaps ? " and more" : "");
+	if (t->polling)
+		snprintf(poll, sizeof(poll), ", polling (%s)", t->poll_why);
+	input_set_state(t->in, "tailing %zu file%s, %zu rotated%s%s%s", t->n_files,
+			t->n_files == 1 ? "" : "s", gone, lost, poll,
 			t->blocked ? ", waiting for queue space" : "");
+	t->shown_gaps = t->gaps;
 	t->shown_files = t->n_files;
 	t->shown_gone = gone;
 	t->shown_blocked = t->blocked;
@@ -200,7 +145,7 @@ static char *u64_digits(uint64_t v, char *end)
 	return end;
 }
 
-static void file_set_key_prefix(struct tail_file *f)
+void tail_file_set_key_prefix(struct tail_file *f)
 {
 	int n = snprintf(f->key, sizeof(f->key), "tail:%" PRIu64 ":%" PRIu64 ":%" PRIu64 ":",
 			 f->dev, f->ino, f->gen);
@@ -218,7 +163,7 @@ static const char *file_key(struct tail_file *f, int64_t off)
 	return f->key;
 }
 
-static ssize_t pread_full(int fd, void *p, size_t len, int64_t off)
+ssize_t tail_pread_full(int fd, void *p, size_t len, int64_t off)
 {
 	size_t got = 0;
 
@@ -240,7 +185,7 @@ static ssize_t pread_full(int fd, void *p, size_t len, int64_t off)
 /* Fingerprint of the file as it is now. */
 static int read_fp(const struct tail_file *f, unsigned char *fp, size_t *len)
 {
-	ssize_t n = pread_full(f->fd, fp, FP_LEN, 0);
+	ssize_t n = tail_pread_full(f->fd, fp, FP_LEN, 0);
 
 	if (n < 0)
 		return (int)n;
@@ -310,7 +255,7 @@ static int64_t end_offset(const struct tail_file *f, int64_t size)
 	p = xmalloc(want);
 	if (!p)
 		return size;
-	n = pread_full(f->fd, p, want, from);
+	n = tail_pread_full(f->fd, p, want, from);
 	if (n > 0) {
 		char *nl = memrchr(p, '\n', (size_t)n);
 
@@ -323,7 +268,7 @@ static int64_t end_offset(const struct tail_file *f, int64_t size)
 	return off;
 }
 
-static void file_reset_buffer(struct tail_file *f, int64_t off)
+void tail_file_reset_buffer(struct tail_file *f, int64_t off)
 {
 	f->buf_off = off;
 	f->len = f->pos = f->scan = 0;
@@ -347,6 +292,9 @@ static void file_free(struct tail_file *f)
 		return;
 	if (f->t && f->t->header_owner == f)
 		f->t->header_owner = NULL;
+	file_free(f->copy);
+	if (f->gz)
+		tail_gz_close(f);
 	if (f->fd >= 0)
 		close(f->fd);
 	xfree(f->buf);
@@ -355,44 +303,55 @@ static void file_free(struct tail_file *f)
 	xfree(f);
 }
 
-/* Position state: "1 <offset> <gen> <fingerprint hex or -> <path>". Text,
- * so it survives a change of architecture and is readable in the queue. */
+/* Position state: "2 <offset> <gen> <fingerprint hex or -> <size> <path>",
+ * size being the largest the file was seen at (what is known lost if the
+ * file is found truncated at the next start). While a rotated copy is read,
+ * the copy's progress is saved instead: the old generation, offset and
+ * fingerprint, which at the next start no longer match the live file and so
+ * lead to the copy again. Text, so it survives a change of architecture
+ * and is readable in the queue. */
 static int save_position(struct tail *t, struct tail_file *f)
 {
+	const struct tail_file *p = f->copy ? f->copy : f;
 	char text[80 + 2 * FP_LEN + 4096];
 	int n, rc;
 
-	n = snprintf(text, sizeof(text), "1 %" PRId64 " %" PRIu64 " ", f->offset, f->gen);
-	if (!f->fp_len)
+	n = snprintf(text, sizeof(text), "2 %" PRId64 " %" PRIu64 " ", p->offset, p->gen);
+	if (!p->fp_len)
 		text[n++] = '-';
-	for (size_t i = 0; i < f->fp_len; i++)
-		n += snprintf(text + n, sizeof(text) - (size_t)n, "%02x", f->fp[i]);
-	n += snprintf(text + n, sizeof(text) - (size_t)n, " %s", f->path);
+	for (size_t i = 0; i < p->fp_len; i++)
+		n += snprintf(text + n, sizeof(text) - (size_t)n, "%02x", p->fp[i]);
+	n += snprintf(text + n, sizeof(text) - (size_t)n, " %" PRId64 " %s", p->max_size, f->path);
 	if (n >= (int)sizeof(text))
 		n = (int)sizeof(text) - 1;
 	rc = input_save_position(t->in, f->source, text, (size_t)n);
 	if (rc) {
-		note_error(t, "cannot save position of %s: %s", f->path, strerror(-rc));
+		tail_note_error(t, "cannot save position of %s: %s", f->path, strerror(-rc));
 		return rc;
 	}
 	f->dirty = false;
+	if (f->copy)
+		f->copy->dirty = false;
 	return 0;
 }
 
-static bool parse_position(const char *data, size_t len, int64_t *off, uint64_t *gen,
-			   unsigned char *fp, size_t *fp_len)
+/* Version 1 (no size) is what earlier versions saved. */
+static bool parse_position(const char *data, size_t len, struct old_gen *o)
 {
 	char text[256], hex[2 * FP_LEN + 2];
-	int version;
+	int version, used = 0;
 
+	memset(o, 0, sizeof(*o));
 	if (len >= sizeof(text))
 		len = sizeof(text) - 1;
 	memcpy(text, data, len);
 	text[len] = '\0';
-	if (sscanf(text, "%d %" SCNd64 " %" SCNu64 " %129s", &version, off, gen, hex) != 4 ||
-	    version != 1 || *off < 0)
+	if (sscanf(text, "%d %" SCNd64 " %" SCNu64 " %129s%n", &version, &o->off, &o->gen, hex,
+		   &used) != 4 || (version != 1 && version != 2) || o->off < 0)
 		return false;
-	*fp_len = 0;
+	o->size = -1;
+	if (version == 2 && (sscanf(text + used, " %" SCNd64, &o->size) != 1 || o->size < -1))
+		return false;
 	if (!strcmp(hex, "-"))
 		return true;
 	if (strlen(hex) % 2 || strlen(hex) > 2 * FP_LEN)
@@ -402,8 +361,8 @@ static bool parse_position(const char *data, size_t len, int64_t *off, uint64_t 
 
 		if (sscanf(hex + 2 * i, "%2x", &b) != 1)
 			return false;
-		fp[i] = (unsigned char)b;
-		(*fp_len)++;
+		o->fp[i] = (unsigned char)b;
+		o->fp_len++;
 	}
 	return true;
 }
@@ -414,25 +373,25 @@ static int file_place(struct tail *t, struct tail_file *f, int64_t size, bool fi
 {
 	void *data = NULL;
 	size_t len = 0;
-	int64_t off;
-	uint64_t gen;
-	unsigned char fp[FP_LEN];
-	size_t fp_len;
+	struct old_gen o;
 	int rc = input_load_position(t->in, f->source, &data, &len);
 
 	if (rc && rc != -ENOENT) {
-		note_error(t, "cannot load position of %s: %s", f->path, strerror(-rc));
+		tail_note_error(t, "cannot load position of %s: %s", f->path, strerror(-rc));
 		return rc;
 	}
-	if (!rc && parse_position(data, len, &off, &gen, fp, &fp_len)) {
-		if (size >= off && fp_matches(f, fp, fp_len)) {
-			f->offset = off;
-			f->gen = gen;
+	if (!rc && parse_position(data, len, &o)) {
+		if (size >= o.off && fp_matches(f, o.fp, o.fp_len)) {
+			f->offset = o.off;
+			f->gen = o.gen;
 		} else {
+			/* Truncated while agentd was stopped, or while it read
+			 * the rotated copy: that copy still has the rest. */
 			log_info("input %s: %s changed since its position was saved; reading it from the start",
 				 input_name(t->in), f->path);
 			f->offset = 0;
-			f->gen = gen + 1;
+			f->gen = o.gen + 1;
+			tail_recover(t, f, &o);
 		}
 	} else {
 		if (!rc)
@@ -445,7 +404,7 @@ static int file_place(struct tail *t, struct tail_file *f, int64_t size, bool fi
 	return 0;
 }
 
-static struct tail_file *find_file(struct tail *t, uint64_t dev, uint64_t ino)
+struct tail_file *tail_find_file(struct tail *t, uint64_t dev, uint64_t ino)
 {
 	for (size_t i = 0; i < t->n_files; i++)
 		if (t->files[i]->dev == dev && t->files[i]->ino == ino)
@@ -479,7 +438,7 @@ static int open_file(struct tail *t, const char *path, bool first_scan)
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0) {
 		if (errno != ENOENT)
-			note_error(t, "cannot open %s: %s", path, strerror(errno));
+			tail_note_error(t, "cannot open %s: %s", path, strerror(errno));
 		return errno == ENOENT ? 0 : -errno;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -487,7 +446,7 @@ static int open_file(struct tail *t, const char *path, bool first_scan)
 		return 0;
 	}
 	/* Renamed between stat and open: known under its new identity. */
-	f = find_file(t, st.st_dev, st.st_ino);
+	f = tail_find_file(t, st.st_dev, st.st_ino);
 	if (f) {
 		close(fd);
 		file_seen(f, path);
@@ -521,20 +480,24 @@ static int open_file(struct tail *t, const char *path, bool first_scan)
 	snprintf(f->source, sizeof(f->source), "%" PRIu64 ":%" PRIu64, f->dev, f->ino);
 	rc = read_fp(f, f->fp, &f->fp_len);
 	if (rc) {
-		note_error(t, "cannot read %s: %s", path, strerror(-rc));
+		tail_note_error(t, "cannot read %s: %s", path, strerror(-rc));
 		goto out_free;
 	}
 	rc = file_place(t, f, st.st_size, first_scan);
 	if (rc)
 		goto out_free;
-	file_set_key_prefix(f);
-	file_reset_buffer(f, f->offset);
+	tail_file_set_key_prefix(f);
+	tail_file_reset_buffer(f, f->offset);
 	f->seen_size = st.st_size;
+	if (st.st_size > f->max_size)
+		f->max_size = st.st_size;
 	f->seen_mtime = st.st_mtim;
+	f->seen_ctime = st.st_ctim;
 	f->last_growth = loop_now_ms();
 	f->seen = true;
 	f->dirty = true;
 	t->files[t->n_files++] = f;
+	tail_watch_file_dir(t, path);
 	log_info("input %s: following %s from offset %" PRId64, input_name(t->in), path, f->offset);
 	return 0;
 
@@ -571,17 +534,18 @@ static bool pattern_dir_ok(struct tail *t, const char *pat)
 		return true;
 	memcpy(dir, pat, n);
 	dir[n] = '\0';
+	tail_watch_dir(t, dir, n);
 	if (!magic) {
 		/* A fixed name needs only search permission on its directory. */
 		int err = stat(dir, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
 
 		if (err)
-			note_error(t, "cannot open %s: %s", dir, strerror(err));
+			tail_note_error(t, "cannot open %s: %s", dir, strerror(err));
 		return !err;
 	}
 	d = opendir(dir);
 	if (!d) {
-		note_error(t, "cannot open %s: %s", dir, strerror(errno));
+		tail_note_error(t, "cannot open %s: %s", dir, strerror(errno));
 		return false;
 	}
 	closedir(d);
@@ -595,12 +559,12 @@ static void scan_path(struct tail *t, const char *path, bool first_scan)
 
 	if (stat(path, &st) < 0) {
 		if (errno != ENOENT)
-			note_error(t, "cannot open %s: %s", path, strerror(errno));
+			tail_note_error(t, "cannot open %s: %s", path, strerror(errno));
 		return;
 	}
 	if (!S_ISREG(st.st_mode))
 		return;
-	f = find_file(t, st.st_dev, st.st_ino);
+	f = tail_find_file(t, st.st_dev, st.st_ino);
 	if (f)
 		file_seen(f, path);
 	else
@@ -642,20 +606,53 @@ static void scan(struct tail *t, bool first_scan)
 		}
 	}
 	t->last_scan = loop_now_ms();
+	memcpy(t->scan_err, t->err, sizeof(t->scan_err));
 }
 
+/* Start f's next generation from its head, looking for what the old one
+ * had not handed over in its rotated copy. */
 static void file_truncated(struct tail *t, struct tail_file *f)
 {
+	struct old_gen o;
+	int64_t read_to = f->buf_off + (int64_t)f->len;
+
+	o.off = f->offset;
+	o.gen = f->gen;
+	memcpy(o.fp, f->fp, f->fp_len);
+	o.fp_len = f->fp_len;
+	memcpy(o.mark, f->mark, f->mark_len);
+	o.mark_len = f->mark_len;
+	o.mark_end = f->mark_end;
+	o.size = f->max_size > read_to ? f->max_size : read_to;
+	o.looked = f->seen_ctime;
 	log_info("input %s: %s was truncated or replaced; reading it again from the start",
 		 input_name(t->in), f->path);
 	f->gen++;
-	file_set_key_prefix(f);
+	tail_file_set_key_prefix(f);
 	f->offset = 0;
-	file_reset_buffer(f, 0);
+	f->mark_len = 0;
+	f->mark_end = 0;
+	f->max_size = f->seen_size;
+	tail_file_reset_buffer(f, 0);
 	file_drop_header(f);
 	if (read_fp(f, f->fp, &f->fp_len))
 		f->fp_len = 0;
 	f->dirty = true;
+	tail_recover(t, f, &o);
+}
+
+/* Keep the bytes before the position, which tell f's rotated copy apart. */
+static void keep_mark(struct tail_file *f)
+{
+	int64_t end = f->offset - f->buf_off;
+	size_t k;
+
+	if (f->in_long || end <= 0 || end > (int64_t)f->len)
+		return;
+	k = end > FP_LEN ? FP_LEN : (size_t)end;
+	memcpy(f->mark, f->buf + end - (int64_t)k, k);
+	f->mark_len = k;
+	f->mark_end = f->offset;
 }
 
 /* Notice growth, deletion and truncation since the last look. */
@@ -666,7 +663,7 @@ static int file_check(struct tail *t, struct tail_file *f)
 	size_t n = 0;
 
 	if (fstat(f->fd, &st) < 0) {
-		note_error(t, "cannot stat %s: %s", f->path, strerror(errno));
+		tail_note_error(t, "cannot stat %s: %s", f->path, strerror(errno));
 		return -errno;
 	}
 	if (st.st_nlink == 0 && !f->deleted) {
@@ -675,6 +672,10 @@ static int file_check(struct tail *t, struct tail_file *f)
 			f->last_growth = loop_now_ms();
 		f->gone = f->deleted = true;
 	}
+	/* Truncated again while the copy of the last truncation is read:
+	 * handled when that is done, with this generation as it was. */
+	if (f->retruncated)
+		return 0;
 	if (st.st_size == f->seen_size && st.st_mtim.tv_sec == f->seen_mtime.tv_sec &&
 	    st.st_mtim.tv_nsec == f->seen_mtime.tv_nsec)
 		return 0;
@@ -686,9 +687,15 @@ static int file_check(struct tail *t, struct tail_file *f)
 	 * truncation, possibly already refilled by the writer. */
 	if (st.st_size < f->buf_off + (int64_t)f->len || read_fp(f, now, &n) ||
 	    n < f->fp_len || memcmp(now, f->fp, f->fp_len)) {
-		file_truncated(t, f);
+		if (f->copy)
+			f->retruncated = true;
+		else
+			file_truncated(t, f);
 		return 0;
 	}
+	if (st.st_size > f->max_size)
+		f->max_size = st.st_size;
+	f->seen_ctime = st.st_ctim;
 	if (n > f->fp_len) {
 		memcpy(f->fp, now, n);
 		f->fp_len = n;
@@ -716,7 +723,7 @@ static int file_load_header(struct tail *t, struct tail_file *f)
 			if (cap > t->max_line + 1)
 				cap = t->max_line + 1;
 			if (len == cap) {
-				note_error(t, "header line of %s is longer than max_record_bytes (%zu bytes)",
+				tail_note_error(t, "header line of %s is longer than max_record_bytes (%zu bytes)",
 					   f->path, t->max_line);
 				rc = -EMSGSIZE;
 				goto out_free;
@@ -728,9 +735,9 @@ static int file_load_header(struct tail *t, struct tail_file *f)
 			}
 			p = np;
 		}
-		n = pread_full(f->fd, p + len, cap - len, (int64_t)len);
+		n = tail_file_pread(f, p + len, cap - len, (int64_t)len);
 		if (n < 0) {
-			note_error(t, "cannot read %s: %s", f->path, strerror((int)-n));
+			tail_note_error(t, "cannot read %s: %s", f->path, strerror((int)-n));
 			rc = (int)n;
 			goto out_free;
 		}
@@ -787,7 +794,7 @@ static int hand_over(struct tail *t, struct tail_file *f, const char *data, size
 	if (rc == -EAGAIN)
 		t->blocked = true;
 	else if (rc)
-		note_error(t, "cannot queue a line of %s: %s", f->path, strerror(-rc));
+		tail_note_error(t, "cannot queue a line of %s: %s", f->path, strerror(-rc));
 	return rc;
 }
 
@@ -804,9 +811,9 @@ static int reject_long(struct tail *t, struct tail_file *f)
 	int rc;
 
 	if (p) {
-		n = pread_full(f->fd, p, keep, f->offset);
+		n = tail_file_pread(f, p, keep, f->offset);
 		if (n < 0) {
-			note_error(t, "cannot read %s: %s", f->path, strerror((int)-n));
+			tail_note_error(t, "cannot read %s: %s", f->path, strerror((int)-n));
 			xfree(p);
 			return (int)n;
 		}
@@ -912,11 +919,13 @@ static ssize_t file_read(struct tail *t, struct tail_file *f)
 		f->cap = cap;
 	}
 	want = f->cap - f->len < t->chunk ? f->cap - f->len : t->chunk;
+	if (f->gz)
+		return tail_gz_read(t, f, want);
 	do {
 		n = pread(f->fd, f->buf + f->len, want, (off_t)(f->buf_off + (int64_t)f->len));
 	} while (n < 0 && errno == EINTR);
 	if (n < 0) {
-		note_error(t, "cannot read %s: %s", f->path, strerror(errno));
+		tail_note_error(t, "cannot read %s: %s", f->path, strerror(errno));
 		return -errno;
 	}
 	f->len += (size_t)n;
@@ -950,15 +959,70 @@ static int file_finish(struct tail *t, struct tail_file *f, struct budget *b)
 	return rc;
 }
 
+static int file_pump(struct tail *t, struct tail_file *f, struct budget *b);
+
+/* Read f's rotated copy before f. 0 when the copy is done (f goes on),
+ * 1 while it is not, or an error of file_pump(). */
+static int pump_copy(struct tail *t, struct tail_file *f, struct budget *b)
+{
+	struct tail_file *c = f->copy;
+	int rc = file_pump(t, c, b);
+
+	if (rc == -EIO && c->gz) {
+		/* A gzip file cut short (still being written, or damaged):
+		 * what it does not give is lost. */
+		struct old_gen o = { .gen = c->gen };
+		int64_t at = c->buf_off + (int64_t)c->len;
+
+		tail_set_gap(f, &o, c->offset, c->max_size > at ? c->max_size - c->offset : -1,
+			"copy_unreadable");
+		c->finished = true;
+		rc = 0;
+	}
+	if (rc)
+		return rc;
+	/* Drained but not finished: a csv copy without a complete header
+	 * line, which will not get one. */
+	if (!c->finished)
+		tail_note_error(t, "%s has no complete header line; its lines from offset %" PRId64 " are not read",
+			   c->path, c->offset);
+	else
+		log_info("input %s: finished reading %s", input_name(t->in), c->path);
+	f->copy = NULL;
+	file_free(c);
+	f->dirty = true;
+	if (f->retruncated) {
+		f->retruncated = false;
+		file_truncated(t, f);
+		rc = tail_emit_gap(t, f);
+		if (rc)
+			return rc;
+		return f->copy ? 1 : 0;
+	}
+	return 0;
+}
+
 /* Hand over what f has. 0 when it is drained, 1 when the budget ran out,
  * -EAGAIN when the queue is full, or another -errno (retried next tick). */
 static int file_pump(struct tail *t, struct tail_file *f, struct budget *b)
 {
 	int rc;
 
-	rc = file_check(t, f);
+	rc = tail_emit_gap(t, f);
 	if (rc)
 		return rc;
+	if (!f->is_copy) {
+		rc = file_check(t, f);
+		if (!rc)
+			rc = tail_emit_gap(t, f);
+		if (rc)
+			return rc;
+	}
+	if (f->copy) {
+		rc = pump_copy(t, f, b);
+		if (rc)
+			return rc;
+	}
 	if (t->wants_header && !f->have_header && f->offset > 0) {
 		rc = file_load_header(t, f);
 		if (rc)
@@ -975,6 +1039,7 @@ static int file_pump(struct tail *t, struct tail_file *f, struct budget *b)
 		}
 		if (!f->in_long) {
 			rc = hand_over_lines(t, f, b);
+			keep_mark(f);
 			if (rc)
 				return rc;
 			if (f->len - f->pos > t->max_line) {
@@ -1002,7 +1067,7 @@ static int file_pump(struct tail *t, struct tail_file *f, struct budget *b)
 		xfree(f->buf);
 		f->buf = NULL;
 		f->cap = 0;
-		file_reset_buffer(f, f->offset);
+		tail_file_reset_buffer(f, f->offset);
 	}
 	return 0;
 }
@@ -1032,14 +1097,18 @@ static int64_t tail_tick(struct loop_timer *timer)
 	bool more = false;
 	size_t n;
 
-	if (loop_now_ms() - t->last_scan >= t->conf->poll_interval_ms)
+	if (t->want_scan || loop_now_ms() - t->last_scan >= t->conf->poll_interval_ms) {
+		t->want_scan = false;
 		scan(t, false);
+	}
 	n = t->n_files;
 	for (size_t i = 0; i < n && !t->blocked; i++) {
 		struct tail_file *f = t->files[(t->rr + i) % n];
 		int rc = f->fd >= 0 ? file_pump(t, f, &b) : 0;
 
-		if (f->dirty)
+		/* A loss not yet told keeps the old position, so a
+		 * restart finds and tells it again. */
+		if ((f->dirty || (f->copy && f->copy->dirty)) && !f->gap_pending)
 			save_position(t, f);
 		if (rc == 1) {
 			more = true;
@@ -1142,6 +1211,7 @@ static void tail_stop(struct input *in, void *state)
 		return;
 	if (t->loop)
 		loop_timer_cancel(t->loop, &t->timer);
+	tail_watch_stop(t);
 	for (size_t i = 0; i < t->n_files; i++)
 		file_free(t->files[i]);
 	xfree(t->files);
@@ -1157,6 +1227,7 @@ static int tail_start(struct input *in, void **state)
 
 	if (!t)
 		return -ENOMEM;
+	t->ino.fd = -1;
 	t->in = in;
 	t->conf = input_driver_conf(in);
 	rc = split_patterns(t->conf->path, &t->patterns, &t->n_patterns);
@@ -1171,6 +1242,7 @@ static int tail_start(struct input *in, void **state)
 	t->wants_header = input_wants_header(in);
 	t->timer.cb = tail_tick;
 	t->loop = input_loop(in);
+	tail_watch_start(t);
 	scan(t, true);
 	report_errors(t);
 	update_state(t);
