@@ -46,6 +46,8 @@ struct output {
 	int n_up, n_down, kicks;
 	struct done done[32];
 	int ndone;
+	int unreachable;
+	int64_t retry_probe_ms;
 };
 
 /* Reconnect delays: the first, then every later one. */
@@ -97,6 +99,20 @@ void output_set_connected(struct output *o, bool connected, const char *why)
 void output_kick(struct output *o)
 {
 	o->kicks++;
+}
+
+void output_unreachable(struct output *o)
+{
+	o->unreachable++;
+}
+
+void output_probe_done(struct output *o, int err)
+{
+}
+
+int64_t output_retry_probe_ms(const struct output *o)
+{
+	return o->retry_probe_ms;
 }
 
 int64_t backoff_delay(int64_t base_ms, int64_t cap_ms, unsigned attempt)
