@@ -121,6 +121,12 @@ static const struct cfg_key output_keys[] = {
 	  NULL, 10, 3600000 },
 	{ "retry_max", CFG_DURATION, "5m", OK_(retry_max_ms),
 	  "Longest retry delay.", NULL, 10, 86400000 },
+	{ "retry_probe", CFG_DURATION, "1s", OK_(retry_probe_ms),
+	  "While backed off, how often a TCP connect to the endpoint (no request; for mqtt the "
+	  "reconnect attempt itself) checks whether it is back. Once a connect succeeds after the "
+	  "endpoint could not be reached, the backlog is sent at once; a server that answers with "
+	  "an error (HTTP 503, a refused CONNACK) gets the full backoff. 0 turns the check off.",
+	  NULL, 0, 3600000 },
 	{ "compression_level", CFG_INT, "3", OK_(compression_level),
 	  "zstd level for batch bodies (1 fastest ... 19 smallest).", NULL, 1, 19 },
 	{ NULL },

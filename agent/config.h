@@ -88,6 +88,7 @@ struct output_conf {
 	int64_t max_inflight;
 	int64_t retry_base_ms;
 	int64_t retry_max_ms;
+	int64_t retry_probe_ms;    /* connect check while backed off; 0 none */
 	int64_t compression_level;
 	void *typ;              /* the output type's own struct, sized by type->conf_size */
 	const struct output_type *out_type;

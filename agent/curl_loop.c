@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
 
@@ -36,6 +37,9 @@ struct curl_loop {
 	struct curl_sock *socks;
 	struct xfer *xfers;
 	size_t nxfers, cap;
+	CURL *probe;            /* the running probe's handle, or NULL */
+	void (*probe_done)(void *arg, int err);
+	void *probe_arg;
 };
 
 static bool global_ready;
@@ -81,6 +85,36 @@ static void xfer_drop(struct curl_loop *cl, size_t i)
 	cl->xfers[i] = cl->xfers[--cl->nxfers];
 }
 
+static int probe_errno(CURL *easy, CURLcode rc)
+{
+	long oserr = 0;
+
+	if (rc == CURLE_OK)
+		return 0;
+	curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &oserr);
+	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return -EHOSTUNREACH;
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_OUT_OF_MEMORY:
+		return -ENOMEM;
+	default:
+		return oserr > 0 ? -(int)oserr : -ECONNREFUSED;
+	}
+}
+
+static void probe_finish(struct curl_loop *cl, CURL *easy, CURLcode rc)
+{
+	void (*done)(void *arg, int err) = cl->probe_done;
+	int err = probe_errno(easy, rc);
+
+	cl->probe = NULL;
+	curl_easy_cleanup(easy);
+	done(cl->probe_arg, err);
+}
+
 /* Hand every finished transfer back to its owner. A done callback may add
  * or remove transfers; the message queue stays valid across that. */
 static void collect_done(struct curl_loop *cl)
@@ -98,6 +132,10 @@ static void collect_done(struct curl_loop *cl)
 			continue;
 		i = xfer_find(cl, easy);
 		curl_multi_remove_handle(cl->multi, easy);
+		if (easy == cl->probe) {
+			probe_finish(cl, easy, result);
+			continue;
+		}
 		if (i < 0)
 			continue;
 		x = cl->xfers[i];
@@ -213,6 +251,10 @@ void curl_loop_free(struct curl_loop *cl)
 		curl_multi_remove_handle(cl->multi, cl->xfers[cl->nxfers - 1].easy);
 		cl->nxfers--;
 	}
+	if (cl->probe) {
+		curl_multi_remove_handle(cl->multi, cl->probe);
+		curl_easy_cleanup(cl->probe);
+	}
 	/* Cleanup closes cached connections, reporting their sockets removed. */
 	curl_multi_cleanup(cl->multi);
 	while (cl->socks)
@@ -266,4 +308,59 @@ void curl_loop_remove(struct curl_loop *cl, CURL *easy)
 int curl_loop_running(const struct curl_loop *cl)
 {
 	return cl ? (int)cl->nxfers : 0;
+}
+
+int curl_loop_probe(struct curl_loop *cl, const char *host, int port, const char *proxy,
+		    int64_t timeout_ms, void (*done)(void *arg, int err), void *arg)
+{
+	char url[300];
+	CURLMcode mc;
+	CURL *easy;
+
+	if (cl->probe)
+		return -EBUSY;
+	/* http:// only makes libcurl stop after the TCP connect; the real
+	 * transfers use their own scheme and TLS. */
+	snprintf(url, sizeof(url), strchr(host, ':') ? "http://[%s]:%d/" : "http://%s:%d/", host,
+		 port);
+	easy = curl_easy_init();
+	if (!easy)
+		return -ENOMEM;
+	if (curl_easy_setopt(easy, CURLOPT_URL, url) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_CONNECT_ONLY, 1L) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+	    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms) != CURLE_OK ||
+	    (proxy && curl_easy_setopt(easy, CURLOPT_PROXY, proxy) != CURLE_OK) ||
+	    (proxy && *proxy && curl_easy_setopt(easy, CURLOPT_HTTPPROXYTUNNEL, 1L) != CURLE_OK)) {
+		curl_easy_cleanup(easy);
+		return -ENOMEM;
+	}
+	mc = curl_multi_add_handle(cl->multi, easy);
+	if (mc != CURLM_OK) {
+		curl_easy_cleanup(easy);
+		return mc == CURLM_OUT_OF_MEMORY ? -ENOMEM : -EIO;
+	}
+	cl->probe = easy;
+	cl->probe_done = done;
+	cl->probe_arg = arg;
+	return 0;
+}
+
+bool curl_loop_unreachable(CURL *easy, CURLcode rc)
+{
+	curl_off_t connect_us = 0;
+
+	switch (rc) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return true;
+	case CURLE_OPERATION_TIMEDOUT:
+		/* Timed out before the connection was made, not waiting for
+		 * an answer to a request that was sent. */
+		return curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us) == CURLE_OK &&
+		       connect_us <= 0;
+	default:
+		return false;
+	}
 }

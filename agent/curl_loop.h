@@ -9,6 +9,9 @@
 #ifndef AGENT_CURL_LOOP_H
 #define AGENT_CURL_LOOP_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include <curl/curl.h>
 
 #include "loop.h"
@@ -29,7 +32,20 @@ void curl_loop_free(struct curl_loop *cl);
 int curl_loop_add(struct curl_loop *cl, CURL *easy, curl_done_cb done, void *arg);
 /* Abandon a running transfer; its done callback is not called. */
 void curl_loop_remove(struct curl_loop *cl, CURL *easy);
-/* Transfers currently running. */
+/* Transfers currently running (a probe not counted). */
 int curl_loop_running(const struct curl_loop *cl);
+
+/* Start a cheap check that host:port accepts TCP connections: libcurl's
+ * CONNECT_ONLY on the loop (its resolver, no request sent, closed at
+ * once), through proxy when not NULL ("" for none; with a proxy the check
+ * is a CONNECT to host:port through it). done gets 0 or -errno
+ * (-ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, ...) from the loop, unless
+ * the curl_loop is freed first. One at a time: -EBUSY while one runs. */
+int curl_loop_probe(struct curl_loop *cl, const char *host, int port, const char *proxy,
+		    int64_t timeout_ms, void (*done)(void *arg, int err), void *arg);
+/* Did a transfer that ended with rc fail before any connection to the
+ * server was made (refused, unreachable, name not resolved, connect timed
+ * out)? Such a failure says nothing about the server, only its reach. */
+bool curl_loop_unreachable(CURL *easy, CURLcode rc);
 
 #endif

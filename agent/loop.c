@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,7 +38,7 @@ struct loop {
 /* The write end of the self-pipe, for the async-signal-safe handler. */
 static int sig_write_fd = -1;
 
-int64_t loop_now_ms(void)
+static int64_t sys_now_ms(void)
 {
 	struct timespec ts;
 
@@ -45,12 +46,78 @@ int64_t loop_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t loop_wall_ms(void)
+static int64_t sys_wall_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* splitmix64: tiny, fast and good enough for jitter; not for secrets. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t sys_random(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return (uint32_t)((z ^ (z >> 31)) >> 32);
+}
+
+static const struct loop_clock sys_clock = {
+	.now_ms = sys_now_ms,
+	.wall_ms = sys_wall_ms,
+	.random = sys_random,
+};
+
+static struct loop_clock clock_now = {
+	.now_ms = sys_now_ms,
+	.wall_ms = sys_wall_ms,
+	.random = sys_random,
+};
+
+void loop_clock_set(const struct loop_clock *c)
+{
+	clock_now = sys_clock;
+	if (!c)
+		return;
+	if (c->now_ms)
+		clock_now.now_ms = c->now_ms;
+	if (c->wall_ms)
+		clock_now.wall_ms = c->wall_ms;
+	if (c->random)
+		clock_now.random = c->random;
+}
+
+void loop_random_seed(uint64_t seed)
+{
+	rng_state = seed;
+}
+
+void loop_random_seed_system(void)
+{
+	uint64_t seed;
+
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+		seed = (uint64_t)sys_wall_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)sys_now_ms();
+	loop_random_seed(seed);
+}
+
+int64_t loop_now_ms(void)
+{
+	return clock_now.now_ms();
+}
+
+int64_t loop_wall_ms(void)
+{
+	return clock_now.wall_ms();
+}
+
+uint32_t loop_random(void)
+{
+	return clock_now.random();
 }
 
 int loop_init(struct loop **out)
@@ -270,43 +337,77 @@ static int run_timers(struct loop *l)
 	return (int)next;
 }
 
-int loop_run(struct loop *l)
+/* Wait up to timeout ms (-1: forever) for fds and dispatch them. */
+static int poll_fds(struct loop *l, int timeout)
 {
 	struct epoll_event evs[MAX_EVENTS];
+	int n;
 
+	n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
+	if (n < 0) {
+		if (errno == EINTR)
+			return 0;
+		log_error("event loop: epoll_wait: %s", strerror(errno));
+		return -errno;
+	}
+	l->cur = evs;
+	l->ncur = n;
+	for (int i = 0; i < n && !l->stop; i++) {
+		struct loop_fd *w = evs[i].data.ptr;
+		unsigned re = 0;
+
+		if (!w)
+			continue;
+		if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
+			re |= LOOP_READ;
+		if (evs[i].events & EPOLLOUT)
+			re |= LOOP_WRITE;
+		if (evs[i].events & (EPOLLERR | EPOLLHUP))
+			re |= LOOP_ERROR;
+		w->cb(w, re);
+	}
+	l->ncur = 0;
+	l->cur = NULL;
+	return 0;
+}
+
+int loop_run(struct loop *l)
+{
 	l->stop = false;
 	while (!l->stop) {
 		int timeout = run_timers(l);
-		int n;
+		int rc;
 
 		if (l->stop)
 			break;
-		n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			log_error("event loop: epoll_wait: %s", strerror(errno));
-			return -errno;
-		}
-		l->cur = evs;
-		l->ncur = n;
-		for (int i = 0; i < n && !l->stop; i++) {
-			struct loop_fd *w = evs[i].data.ptr;
-			unsigned re = 0;
-
-			if (!w)
-				continue;
-			if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
-				re |= LOOP_READ;
-			if (evs[i].events & EPOLLOUT)
-				re |= LOOP_WRITE;
-			if (evs[i].events & (EPOLLERR | EPOLLHUP))
-				re |= LOOP_ERROR;
-			w->cb(w, re);
-		}
-		l->ncur = 0;
+		rc = poll_fds(l, timeout);
+		if (rc)
+			return rc;
 	}
 	return 0;
+}
+
+int loop_turn(struct loop *l, int max_wait_ms)
+{
+	int timeout;
+
+	l->stop = false;
+	timeout = run_timers(l);
+	if (l->stop)
+		return 0;
+	if (timeout < 0 || timeout > max_wait_ms)
+		timeout = max_wait_ms;
+	return poll_fds(l, timeout);
+}
+
+int64_t loop_next_due(const struct loop *l)
+{
+	int64_t next = -1;
+
+	for (const struct loop_timer *t = l->timers; t; t = t->next)
+		if (next < 0 || t->due < next)
+			next = t->due;
+	return next;
 }
 
 void loop_stop(struct loop *l)

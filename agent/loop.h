@@ -3,6 +3,12 @@
  * Handles are embedded in their owner and recovered with container_of().
  * A timer callback returns its next delay in milliseconds, or -1 to stop.
  * Signals are delivered through a self-pipe and handled inside the loop.
+ *
+ * Time and randomness go through one small replaceable table (struct
+ * loop_clock), in the spirit of SQLite's aSyscall[]: every timer, backoff
+ * and timestamp of the agent reads loop_now_ms(), loop_wall_ms() and
+ * loop_random(), so a test sets a clock and a random source of its own and
+ * advances time explicitly with loop_turn() instead of waiting for it.
  */
 #ifndef AGENT_LOOP_H
 #define AGENT_LOOP_H
@@ -32,10 +38,29 @@ struct loop_timer {
 	struct loop_timer *next;
 };
 
+/* Where time and randomness come from. A NULL member means the system's. */
+struct loop_clock {
+	int64_t (*now_ms)(void);   /* monotonic milliseconds */
+	int64_t (*wall_ms)(void);  /* wall-clock milliseconds since the epoch */
+	uint32_t (*random)(void);  /* uniformly distributed 32 bits */
+};
+
+/* Replace the clock and random source (NULL: the system's again). The
+ * table is copied; call before timers are armed with the old clock. */
+void loop_clock_set(const struct loop_clock *c);
+/* Seed the built-in random source (a 64-bit generator; without a seed it
+ * starts from a fixed state, so every run is the same). */
+void loop_random_seed(uint64_t seed);
+/* Seed it once from getrandom(), or time and pid where that fails: for the
+ * daemon's start, so gateways that boot together do not retry in step. */
+void loop_random_seed_system(void);
+
 /* Monotonic milliseconds since an arbitrary point (CLOCK_MONOTONIC). */
 int64_t loop_now_ms(void);
 /* Wall-clock milliseconds since the epoch (CLOCK_REALTIME). */
 int64_t loop_wall_ms(void);
+/* 32 random bits from the current source. */
+uint32_t loop_random(void);
 
 /* Returns 0 or -errno. */
 int loop_init(struct loop **l);
@@ -59,6 +84,12 @@ int loop_signals(struct loop *l, const int *signals, size_t n,
 
 /* Run until loop_stop(). Returns 0 or -errno on a fatal epoll error. */
 int loop_run(struct loop *l);
+/* One iteration: fire the due timers, then wait at most max_wait_ms (0: not
+ * at all) for fds and dispatch them. For tests that drive a test clock.
+ * Returns 0 or -errno on a fatal epoll error. */
+int loop_turn(struct loop *l, int max_wait_ms);
+/* Monotonic ms at which the earliest armed timer is due, or -1: none. */
+int64_t loop_next_due(const struct loop *l);
 void loop_stop(struct loop *l);
 
 #endif

@@ -184,7 +184,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_set_level((enum log_level)c->agent.log_level);
-	srandom((unsigned)(time(NULL) ^ getpid()));
+	loop_random_seed_system();
 	signal(SIGPIPE, SIG_IGN);
 	rc = loop_init(&m.a.loop);
 	if (rc) {

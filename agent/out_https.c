@@ -593,6 +593,8 @@ static void finish(CURL *easy, CURLcode rc, void *arg)
 
 	if (rc != CURLE_OK) {
 		transport_why(h, x, rc, why, sizeof(why));
+		if (curl_loop_unreachable(easy, rc))
+			output_unreachable(h->o);
 		xfer_release(h, x);
 		output_set_connected(h->o, false, why);
 		output_batch_done(h->o, b, OUT_RETRY, why);
@@ -632,6 +634,39 @@ static void finish(CURL *easy, CURLcode rc, void *arg)
 	output_set_connected(h->o, !(status == 400 && result == OUT_RETRY),
 			     result == OUT_OK ? NULL : why);
 	output_batch_done(h->o, b, result, result == OUT_OK ? NULL : why);
+}
+
+static void https_probe_done(void *arg, int err)
+{
+	struct out_https *h = arg;
+
+	output_probe_done(h->o, err);
+}
+
+/* The transfers' proxy: the configured one, none, or (unset) the
+ * environment's for https, as libcurl would pick for them. */
+static const char *probe_proxy(const struct https_conf *c, const char *scheme)
+{
+	const char *p;
+
+	if (c->proxy)
+		return strcmp(c->proxy, "none") ? c->proxy : "";
+	if (!strcmp(scheme, "https")) {
+		p = getenv("https_proxy");
+		if (!p)
+			p = getenv("HTTPS_PROXY");
+	} else {
+		p = getenv("http_proxy");
+	}
+	return p;
+}
+
+static int https_probe(void *state)
+{
+	struct out_https *h = state;
+
+	return curl_loop_probe(h->cl, h->host, h->port, probe_proxy(h->conf, h->scheme),
+			       h->conf->connect_timeout_ms, https_probe_done, h);
 }
 
 /* ---- transfers -------------------------------------------------------- */
@@ -1089,4 +1124,5 @@ const struct output_type out_https = {
 	.client_cert = https_client_cert,
 	.drain = https_drain,
 	.stop = https_stop,
+	.probe = https_probe,
 };

@@ -199,6 +199,7 @@ struct out_mqtt {
 	enum conn_state state;
 	bool draining, drained;
 	unsigned attempt;       /* failed attempts since the last CONNACK */
+	bool unreachable;       /* the failing attempt found no broker to talk to */
 	char why[WHY_LEN];          /* known cause of the current failure, if any */
 	char logged_why[WHY_LEN];
 	struct addrinfo *ai_list, *ai_cur;
@@ -514,6 +515,14 @@ static void schedule_reconnect(struct out_mqtt *m, const char *why)
 		snprintf(m->logged_why, sizeof(m->logged_why), "%s", why);
 	}
 	d = backoff_delay(m->conf->reconnect_base_ms, m->conf->reconnect_max_ms, m->attempt);
+	/* No broker answered (refused, unreachable, no answer to the TCP
+	 * connect): the next attempt begins with a TCP connect, so it is the
+	 * cheap probe of the core's retry_probe and comes at least that often.
+	 * A broker that answered (a refused CONNACK, a failed handshake, a
+	 * dropped connection) waits for the full backoff. */
+	if (m->unreachable && output_retry_probe_ms(m->o) > 0 && d > output_retry_probe_ms(m->o))
+		d = output_retry_probe_ms(m->o);
+	m->unreachable = false;
 	if (m->attempt < 32)
 		m->attempt++;
 	log_debug("output %s: next connection attempt in %" PRId64 " ms", output_name(m->o), d);
@@ -663,6 +672,8 @@ static void probe_next(struct out_mqtt *m)
 		m->probe_err = -rc;
 		close_probe(m);
 	}
+	/* No address took the TCP connect. */
+	m->unreachable = true;
 	connect_failed(m, m->probe_err ? m->probe_err : EHOSTUNREACH);
 }
 
@@ -706,6 +717,7 @@ static void begin_connect(struct out_mqtt *m)
 		m->ai_list = NULL;
 		snprintf(why, sizeof(why), "cannot resolve the broker host '%s': %s", m->host,
 			 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+		m->unreachable = true;
 		schedule_reconnect(m, why);
 		return;
 	}
@@ -728,6 +740,7 @@ static int64_t conn_timer_cb(struct loop_timer *t)
 	case CS_PROBING:
 		snprintf(why, sizeof(why), "no answer from %s within %s (network down or port "
 			 "filtered?)", m->hostport, fmt_ms(dur, sizeof(dur), m->conf->connect_timeout_ms));
+		m->unreachable = true;
 		schedule_reconnect(m, why);
 		break;
 	case CS_HANDSHAKE:

@@ -150,6 +150,8 @@ struct out_s3 {
 	struct curl_loop *cl;
 	char scheme[8];
 	char hostport[272];     /* as in the endpoint, [v6] with brackets */
+	char host[256];         /* without brackets, for the probe */
+	int port;
 	char sigv4[128];
 	char *access_key, *secret_key;
 	bool keys_stale;        /* read the key files again before the next PUT */
@@ -642,6 +644,8 @@ static void put_done(CURL *easy, CURLcode res, void *arg)
 		snprintf(why, sizeof(why), "PUT to %.100s failed: %.300s", s->hostport,
 			 p->errbuf[0] ? p->errbuf : curl_easy_strerror(res));
 		output_set_connected(s->o, false, why);
+		if (curl_loop_unreachable(easy, res))
+			output_unreachable(s->o);
 		put_free(p);
 		output_batch_done(s->o, b, OUT_RETRY, why);
 		return;
@@ -659,6 +663,21 @@ static void put_done(CURL *easy, CURLcode res, void *arg)
 	output_set_connected(s->o, conn_ok, conn_ok ? NULL : why);
 	put_free(p);
 	output_batch_done(s->o, b, result, result == OUT_OK ? NULL : why);
+}
+
+static void s3_probe_done(void *arg, int err)
+{
+	struct out_s3 *s = arg;
+
+	output_probe_done(s->o, err);
+}
+
+static int s3_probe(void *state)
+{
+	struct out_s3 *s = state;
+
+	return curl_loop_probe(s->cl, s->host, s->port, NULL, s->conf->connect_timeout_ms,
+			       s3_probe_done, s);
 }
 
 static int64_t defer_timer_cb(struct loop_timer *t)
@@ -906,6 +925,13 @@ static int s3_start(struct output *o, void **statep)
 	s->defer_timer.cb = defer_timer_cb;
 	parse_endpoint(c->endpoint, s->scheme, sizeof(s->scheme), host, sizeof(host), s->hostport,
 		       sizeof(s->hostport), err, sizeof(err));
+	{
+		const char *rest;
+
+		s->port = strcmp(s->scheme, "https") ? 80 : 443;
+		snprintf(s->host, sizeof(s->host), "%s", host);
+		url_host_port(s->hostport, s->host, sizeof(s->host), &s->port, &rest);
+	}
 	snprintf(s->sigv4, sizeof(s->sigv4), "aws:amz:%s:s3", c->region);
 	rc = curl_loop_init(&s->cl, s->loop);
 	if (rc) {
@@ -1012,4 +1038,5 @@ const struct output_type out_s3 = {
 	.describe = s3_describe,
 	.drain = s3_drain,
 	.stop = s3_stop,
+	.probe = s3_probe,
 };

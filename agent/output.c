@@ -27,6 +27,7 @@ struct obatch {
 	void *body;
 	char stream[64];
 	int state;
+	unsigned round;          /* o->round when it was last sent */
 	struct obatch *next;
 };
 
@@ -63,9 +64,17 @@ struct output {
 	 * as the same ranges, so they keep their ids (and S3 keys). */
 	int64_t replay[64][2];
 	int n_replay, i_replay;
-	unsigned attempt;        /* consecutive transient failures */
+	/* Backoff counts failed rounds: a batch that fails after a round was
+	 * counted since it was sent was in flight with the batch that failed
+	 * first, and joins that round instead of doubling the delay again. */
+	unsigned attempt;        /* failed rounds since the last success */
+	unsigned round;          /* rounds counted so far */
 	int64_t retry_at;        /* monotonic ms of the next retry, 0 none */
 	int64_t not_before;      /* monotonic ms before which nothing is retried (Retry-After) */
+	bool fail_unreachable;   /* the outcome being reported did not reach the remote */
+	bool down;               /* backed off because the endpoint could not be reached */
+	bool probing;            /* a probe() is running */
+	struct loop_timer probe_timer;
 	bool connected;
 	char why[256];
 	int64_t last_ack_wall_ms;
@@ -99,7 +108,7 @@ int64_t backoff_delay(int64_t base_ms, int64_t cap_ms, unsigned attempt)
 	if (d > cap_ms)
 		d = cap_ms;
 	/* Jitter in [d/2, d] keeps many gateways from reconnecting in step. */
-	return d / 2 + (int64_t)((double)random() / RAND_MAX * (double)(d - d / 2));
+	return d / 2 + (int64_t)((uint64_t)loop_random() % (uint64_t)(d - d / 2 + 1));
 }
 
 const char *output_name(const struct output *o)
@@ -132,6 +141,7 @@ void output_set_connected(struct output *o, bool connected, const char *why)
 }
 
 static int64_t pump_timer_cb(struct loop_timer *t);
+static int64_t probe_timer_cb(struct loop_timer *t);
 
 void output_kick(struct output *o)
 {
@@ -150,6 +160,7 @@ int output_create(struct agent *a, struct output_conf *conf, struct output **out
 	o->conf = conf;
 	o->t = conf->out_type;
 	o->timer.cb = pump_timer_cb;
+	o->probe_timer.cb = probe_timer_cb;
 	snprintf(o->why, sizeof(o->why), "not started");
 	o->cctx = ZSTD_createCCtx();
 	/* A 128 KiB window and tables to match: NDJSON repeats itself
@@ -232,8 +243,10 @@ void output_free(struct output *o)
 {
 	if (!o)
 		return;
-	if (o->started)
+	if (o->started) {
 		loop_timer_cancel(o->a->loop, &o->timer);
+		loop_timer_cancel(o->a->loop, &o->probe_timer);
+	}
 	if (o->t && o->state)
 		o->t->stop(o->state);
 	while (o->head) {
@@ -382,19 +395,99 @@ void output_retry_after(struct output *o, int64_t delay_ms)
 	o->not_before = loop_now_ms() + delay_ms;
 }
 
+void output_unreachable(struct output *o)
+{
+	o->fail_unreachable = true;
+}
+
+int64_t output_retry_probe_ms(const struct output *o)
+{
+	return o->conf->retry_probe_ms;
+}
+
+/* Arm the next probe if it comes before the retry itself. */
+static void arm_probe(struct output *o)
+{
+	int64_t p = o->conf->retry_probe_ms;
+
+	if (!p || !o->t->probe || !o->retry_at || o->probing || o->draining)
+		return;
+	if (loop_now_ms() + p < o->retry_at)
+		loop_timer_set(o->a->loop, &o->probe_timer, p);
+	else
+		loop_timer_cancel(o->a->loop, &o->probe_timer);
+}
+
+static int64_t probe_timer_cb(struct loop_timer *t)
+{
+	struct output *o = container_of(t, struct output, probe_timer);
+	int rc;
+
+	if (!o->started || !o->retry_at || o->retry_at <= loop_now_ms() || o->probing)
+		return -1;
+	o->probing = true;
+	rc = o->t->probe(o->state);
+	if (rc)
+		output_probe_done(o, rc);
+	return -1;
+}
+
+void output_probe_done(struct output *o, int err)
+{
+	o->probing = false;
+	if (!o->retry_at || o->retry_at <= loop_now_ms())
+		return;         /* the backoff ended meanwhile */
+	if (err) {
+		/* Seen down now, even if the last attempt had an answer: its
+		 * return is what ends the wait. */
+		o->down = true;
+		arm_probe(o);
+		return;
+	}
+	if (!o->down) {
+		/* The server answered the last attempt with an error: that it
+		 * still accepts connections says nothing new. */
+		arm_probe(o);
+		return;
+	}
+	log_info("output %s: the endpoint accepts connections again: retrying now", o->conf->name);
+	o->down = false;
+	o->retry_at = loop_now_ms();
+	output_kick(o);
+}
+
 static void schedule_retry(struct output *o, struct obatch *ob, const char *reason)
 {
-	int64_t d = backoff_delay(o->conf->retry_base_ms, o->conf->retry_max_ms, o->attempt);
+	int64_t now = loop_now_ms(), d;
+	bool unreachable = o->fail_unreachable;
 
-	if (o->not_before > loop_now_ms() + d)
-		d = o->not_before - loop_now_ms();
-	o->not_before = 0;
+	o->fail_unreachable = false;
 	ob->state = OB_RETRY_WAIT;
 	ob->b.attempt++;
 	o->retries++;
-	o->attempt++;
-	o->retry_at = loop_now_ms() + d;
 	snprintf(o->why, sizeof(o->why), "%s", reason ? reason : "send failed");
+	if (ob->round != o->round) {
+		/* In flight with a batch whose failure was counted already:
+		 * it waits for that round's retry. */
+		if (o->not_before > o->retry_at)
+			o->retry_at = o->not_before;
+		o->not_before = 0;
+		o->down |= unreachable;
+		d = o->retry_at > now ? o->retry_at - now : 0;
+		log_debug("output %s: batch %s (seq %" PRId64 "-%" PRId64 ") failed too: %s; retry in %"
+			  PRId64 " ms", o->conf->name, ob->b.id, ob->b.first_seq, ob->b.last_seq, o->why, d);
+		return;
+	}
+	d = backoff_delay(o->conf->retry_base_ms, o->conf->retry_max_ms, o->attempt);
+	if (o->not_before > now + d)
+		d = o->not_before - now;
+	o->not_before = 0;
+	if (o->attempt < 64)
+		o->attempt++;
+	o->round++;
+	o->down = unreachable;
+	o->retry_at = now + d;
+	arm_probe(o);
 	log_warn("output %s: batch %s (seq %" PRId64 "-%" PRId64 ") failed: %s; retry in %" PRId64 " ms",
 		 o->conf->name, ob->b.id, ob->b.first_seq, ob->b.last_seq, o->why, d);
 }
@@ -404,6 +497,7 @@ static void send_batch(struct output *o, struct obatch *ob)
 	int rc;
 
 	ob->state = OB_SENT;
+	ob->round = o->round;
 	rc = o->t->send(o->state, &ob->b);
 	if (rc == 0)
 		return;
@@ -587,6 +681,8 @@ void output_batch_done(struct output *o, struct batch *b, int result, const char
 		ob->state = OB_DONE;
 		o->attempt = 0;
 		o->retry_at = 0;
+		o->down = false;
+		o->fail_unreachable = false;
 		o->why[0] = '\0';
 		o->delivered_records += b->count;
 		o->delivered_batches++;
@@ -602,6 +698,7 @@ void output_batch_done(struct output *o, struct batch *b, int result, const char
 		schedule_retry(o, ob, reason);
 		break;
 	}
+	o->fail_unreachable = false;
 	advance_cursor(o);
 	output_kick(o);
 }
@@ -623,8 +720,10 @@ static int64_t pump(struct output *o)
 		/* A synchronous outcome may have changed the list: start over. */
 		return 0;
 	}
-	while (!o->draining && o->n_batches < o->conf->max_inflight && o->t->ready(o->state) &&
-	       !o->a->stopping) {
+	/* While backed off nothing new is sent either: the retries go first,
+	 * in seq order, when the wait is over. */
+	while (!o->draining && o->n_batches < o->conf->max_inflight && o->retry_at <= now &&
+	       o->t->ready(o->state) && !o->a->stopping) {
 		struct build *bd = &o->part;
 		struct obatch **tail;
 		int64_t after;

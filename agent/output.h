@@ -5,7 +5,9 @@
  * The type later reports the batch's outcome with output_batch_done():
  *   OUT_OK      acknowledged by the remote: the records are finished
  *   OUT_RETRY   transient failure: the core retries the same batch (same id)
- *               after exponential backoff with jitter
+ *               after exponential backoff with jitter. The backoff counts
+ *               the output's failed rounds, not batches: the failures of
+ *               batches that were in flight together raise it once
  *   OUT_REJECT  permanent rejection: the core splits the batch to isolate
  *               the offending records and dead-letters only those
  *   OUT_DEAD    permanent rejection of the whole batch (e.g. HTTP 400): all
@@ -60,6 +62,11 @@ struct output_type {
 	/* Optional: path of the client certificate in the type's conf, or
 	 * NULL (its dates are shown in status). */
 	const char *(*client_cert)(const void *conf);
+	/* Optional: start a cheap check that the endpoint can be reached (a
+	 * TCP connect, no request), reported later with output_probe_done().
+	 * Called only while the output is backed off, one at a time.
+	 * Returns 0 or -errno (then the check counts as failed). */
+	int (*probe)(void *state);
 };
 
 extern const struct output_type *const output_types[];
@@ -90,13 +97,24 @@ void output_batch_done(struct output *o, struct batch *b, int result,
 /* The remote asked to be left alone (HTTP Retry-After): no retry of this
  * output before delay_ms from now. Call before output_batch_done(). */
 void output_retry_after(struct output *o, int64_t delay_ms);
+/* The attempt whose outcome follows did not reach the remote (connection
+ * refused, connect timed out, name not resolved), as opposed to a remote
+ * that answered with an error. Call before output_batch_done(); while
+ * backed off after such a failure, the core probes for the endpoint's
+ * return every retry_probe and retries at once when it is back. */
+void output_unreachable(struct output *o);
+/* Outcome of the type's probe(): 0 (a connection was made) or -errno. */
+void output_probe_done(struct output *o, int err);
+/* The output's retry_probe in ms (0: no probing), for types that check
+ * the endpoint themselves (the mqtt output's reconnect attempts). */
+int64_t output_retry_probe_ms(const struct output *o);
 /* The type's connection state for status; `why` says what is wrong when
  * not connected (e.g. "connection refused", "not authorised"). */
 void output_set_connected(struct output *o, bool connected, const char *why);
 /* Ask the core to try sending (e.g. after connecting). */
 void output_kick(struct output *o);
-/* Exponential backoff with full jitter: base * 2^attempt capped at cap,
- * then a random value in [d/2, d]. */
+/* Exponential backoff with jitter: d = base * 2^attempt capped at cap,
+ * then a value in [d/2, d] drawn from loop_random(). */
 int64_t backoff_delay(int64_t base_ms, int64_t cap_ms, unsigned attempt);
 
 /* The output types, listed in output_types[]. */

@@ -2,12 +2,15 @@
  *
  * A tiny HTTP/1.1 server of the test's own runs in a child process on a free
  * loopback port (one grandchild per connection, so slow answers overlap);
- * GET /hello answers at once, GET /slow after SLOW_MS. The tests show that
- * transfers complete while the loop keeps running its timers, that several
- * run at once, that a removed transfer never completes, and that freeing the
- * curl loop with transfers running is clean.
+ * GET /hello answers at once, GET /slow once the test releases it (a byte on
+ * a pipe), so nothing depends on how long anything takes. The tests show
+ * that transfers complete while another one waits, that several run at once,
+ * that a removed transfer never completes, that freeing the curl loop with
+ * transfers running is clean, and the probe's connect.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -21,10 +24,9 @@
 #include "loop.h"
 #include "test.h"
 
-#define SLOW_MS 800
-
 static pid_t server_pid = -1;
 static int server_port;
+static int release[2] = { -1, -1 };    /* a byte written lets one GET /slow answer */
 
 /* ---- the server ------------------------------------------------------- */
 
@@ -45,10 +47,10 @@ static void serve_one(int c)
 			break;
 	}
 	if (!strncmp(req, "GET /slow ", 10)) {
-		struct timespec ts = { .tv_sec = SLOW_MS / 1000,
-				       .tv_nsec = (SLOW_MS % 1000) * 1000000L };
+		char b;
 
-		nanosleep(&ts, NULL);
+		if (read(release[0], &b, 1) != 1)
+			_exit(0);
 		body = "slow";
 	} else if (!strncmp(req, "GET /hello ", 11)) {
 		body = "hello";
@@ -69,7 +71,7 @@ static int start_server(void)
 	socklen_t alen = sizeof(a);
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
 
-	if (s < 0)
+	if (s < 0 || pipe2(release, O_CLOEXEC) < 0)
 		return -errno;
 	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(s, (struct sockaddr *)&a, sizeof(a)) || listen(s, 64) ||
@@ -84,6 +86,7 @@ static int start_server(void)
 		return -errno;
 	}
 	if (server_pid == 0) {
+		close(release[1]);
 		signal(SIGCHLD, SIG_IGN);
 		for (;;) {
 			int c = accept(s, NULL, NULL);
@@ -98,7 +101,15 @@ static int start_server(void)
 		}
 	}
 	close(s);
+	close(release[0]);
 	return 0;
+}
+
+/* Let one GET /slow answer. */
+static void release_slow(void)
+{
+	if (write(release[1], "x", 1) != 1)
+		fprintf(stderr, "cannot release a slow answer\n");
 }
 
 static void stop_server(void)
@@ -185,9 +196,10 @@ struct ticker {
 	int ticks;
 	int64_t stop_at;
 	struct curl_loop *cl;
-	struct req *remove;     /* removed at remove_at, if set */
-	int64_t remove_at;
+	struct req *remove;     /* removed at the first tick, if set */
 	bool stop_when_idle;
+	bool (*stop_when)(void *arg);
+	void *arg;
 };
 
 static int64_t tick_cb(struct loop_timer *t)
@@ -196,11 +208,12 @@ static int64_t tick_cb(struct loop_timer *t)
 	int64_t now = loop_now_ms();
 
 	k->ticks++;
-	if (k->remove && now >= k->remove_at) {
+	if (k->remove) {
 		curl_loop_remove(k->cl, k->remove->easy);
 		k->remove = NULL;
 	}
-	if (now >= k->stop_at || (k->stop_when_idle && curl_loop_running(k->cl) == 0)) {
+	if (now >= k->stop_at || (k->stop_when_idle && curl_loop_running(k->cl) == 0) ||
+	    (k->stop_when && k->stop_when(k->arg))) {
 		loop_stop(lp);
 		return -1;
 	}
@@ -248,12 +261,21 @@ TEST(one_transfer_completes)
 	curl_easy_cleanup(r.easy);
 }
 
+static bool fast_all_done(void *arg)
+{
+	struct req *fast = arg;
+
+	for (int i = 0; i < 4; i++)
+		if (!fast[i].ndone)
+			return false;
+	return true;
+}
+
 TEST(slow_transfer_does_not_block)
 {
 	struct curl_loop *cl;
 	struct ticker k = { 0 };
 	struct req slow, fast[4];
-	int64_t t0;
 
 	REQUIRE(curl_loop_init(&cl, lp) == 0);
 	req_init(&slow, "/slow", server_port);
@@ -263,22 +285,25 @@ TEST(slow_transfer_does_not_block)
 		CHECK_EQ_INT(curl_loop_add(cl, fast[i].easy, on_done, &fast[i]), 0);
 	}
 	CHECK_EQ_INT(curl_loop_running(cl), 5);
-	t0 = loop_now_ms();
-	run_until(&k, cl, 5000, true);
-	CHECK_EQ_INT(slow.ndone, 1);
-	CHECK_EQ_INT(slow.result, CURLE_OK);
-	CHECK_EQ_STR(slow.body, "slow");
-	CHECK(slow.done_at - t0 >= SLOW_MS - 50);
+	/* The fast ones finish while the slow one waits for its answer. */
+	k.stop_when = fast_all_done;
+	k.arg = fast;
+	run_until(&k, cl, 10000, false);
 	for (int i = 0; i < 4; i++) {
 		CHECK_EQ_INT(fast[i].ndone, 1);
 		CHECK_EQ_STR(fast[i].body, "hello");
-		/* The fast ones finished while the slow one was running. */
-		CHECK(fast[i].order < slow.order);
-		CHECK(fast[i].done_at - t0 < SLOW_MS / 2);
 		curl_easy_cleanup(fast[i].easy);
 	}
-	/* 20 ms ticks throughout the slow answer: the loop kept running. */
-	CHECK(k.ticks >= (SLOW_MS / 20) / 2);
+	CHECK_EQ_INT(slow.ndone, 0);
+	CHECK_EQ_INT(curl_loop_running(cl), 1);
+	release_slow();
+	k.stop_when = NULL;
+	run_until(&k, cl, 10000, true);
+	CHECK_EQ_INT(slow.ndone, 1);
+	CHECK_EQ_INT(slow.result, CURLE_OK);
+	CHECK_EQ_STR(slow.body, "slow");
+	for (int i = 0; i < 4; i++)
+		CHECK(fast[i].order < slow.order);
 	curl_loop_free(cl);
 	curl_easy_cleanup(slow.easy);
 }
@@ -294,10 +319,10 @@ TEST(removed_transfer_never_completes)
 	req_init(&fast, "/hello", server_port);
 	CHECK_EQ_INT(curl_loop_add(cl, slow.easy, on_done, &slow), 0);
 	k.remove = &slow;
-	k.remove_at = loop_now_ms() + 100;
-	run_until(&k, cl, 100 + SLOW_MS + 500, false);
-	CHECK_EQ_INT(slow.ndone, 0);
+	run_until(&k, cl, 10000, true);
 	CHECK_EQ_INT(curl_loop_running(cl), 0);
+	/* Its answer may come now; the fast transfer below is the barrier. */
+	release_slow();
 	/* Removing again, or something never added, does nothing. */
 	curl_loop_remove(cl, slow.easy);
 	curl_loop_remove(cl, fast.easy);
@@ -342,12 +367,96 @@ TEST(free_with_transfers_running)
 	run_until(&k, cl, 100, false);
 	CHECK_EQ_INT(curl_loop_running(cl), 1);
 	curl_loop_free(cl);
-	/* Nothing of the freed curl loop may fire any more. */
-	run_until(&k, NULL, SLOW_MS + 300, false);
+	/* Nothing of the freed curl loop may fire any more, even once the
+	 * server answers: a transfer on a new one is the barrier. */
+	release_slow();
+	{
+		struct req fast;
+
+		REQUIRE(curl_loop_init(&cl, lp) == 0);
+		req_init(&fast, "/hello", server_port);
+		CHECK_EQ_INT(curl_loop_add(cl, fast.easy, on_done, &fast), 0);
+		run_until(&k, cl, 10000, true);
+		CHECK_EQ_INT(fast.ndone, 1);
+		curl_loop_free(cl);
+		curl_easy_cleanup(fast.easy);
+	}
 	CHECK_EQ_INT(slow.ndone, 0);
 	curl_easy_cleanup(slow.easy);
 	curl_loop_free(NULL);
 	CHECK_EQ_INT(curl_loop_running(NULL), 0);
+}
+
+struct probe_rx {
+	int n, err;
+};
+
+static void probe_cb(void *arg, int err)
+{
+	struct probe_rx *p = arg;
+
+	p->n++;
+	p->err = err;
+}
+
+static bool probe_seen(void *arg)
+{
+	return ((struct probe_rx *)arg)->n > 0;
+}
+
+TEST(probe_connects_or_says_why)
+{
+	struct curl_loop *cl;
+	struct ticker k = { 0 };
+	struct probe_rx p = { 0 };
+	int port = dead_port();
+
+	REQUIRE(port > 0);
+	REQUIRE(curl_loop_init(&cl, lp) == 0);
+	k.stop_when = probe_seen;
+	k.arg = &p;
+	CHECK_EQ_INT(curl_loop_probe(cl, "127.0.0.1", port, "", 5000, probe_cb, &p), 0);
+	CHECK_EQ_INT(curl_loop_probe(cl, "127.0.0.1", port, "", 5000, probe_cb, &p), -EBUSY);
+	CHECK_EQ_INT(curl_loop_running(cl), 0);
+	run_until(&k, cl, 10000, false);
+	CHECK_EQ_INT(p.n, 1);
+	CHECK_EQ_INT(p.err, -ECONNREFUSED);
+	/* The test server listens: a connect, and no request (no answer). */
+	p.n = 0;
+	CHECK_EQ_INT(curl_loop_probe(cl, "127.0.0.1", server_port, "", 5000, probe_cb, &p), 0);
+	run_until(&k, cl, 10000, false);
+	CHECK_EQ_INT(p.n, 1);
+	CHECK_EQ_INT(p.err, 0);
+	/* Freed with a probe running: it never reports. */
+	p.n = 0;
+	CHECK_EQ_INT(curl_loop_probe(cl, "127.0.0.1", server_port, "", 5000, probe_cb, &p), 0);
+	curl_loop_free(cl);
+	CHECK_EQ_INT(p.n, 0);
+}
+
+TEST(unreachable_is_a_failed_connect)
+{
+	struct curl_loop *cl;
+	struct ticker k = { 0 };
+	struct req r;
+	int port = dead_port();
+
+	REQUIRE(curl_loop_init(&cl, lp) == 0);
+	req_init(&r, "/hello", port);
+	CHECK_EQ_INT(curl_loop_add(cl, r.easy, on_done, &r), 0);
+	run_until(&k, cl, 10000, true);
+	CHECK_EQ_INT(r.ndone, 1);
+	CHECK(curl_loop_unreachable(r.easy, r.result));
+	/* An answer, whatever its status, came from a reachable server. */
+	curl_easy_cleanup(r.easy);
+	req_init(&r, "/hello", server_port);
+	CHECK_EQ_INT(curl_loop_add(cl, r.easy, on_done, &r), 0);
+	run_until(&k, cl, 10000, true);
+	CHECK_EQ_INT(r.result, CURLE_OK);
+	CHECK(!curl_loop_unreachable(r.easy, r.result));
+	CHECK(!curl_loop_unreachable(r.easy, CURLE_RECV_ERROR));
+	curl_loop_free(cl);
+	curl_easy_cleanup(r.easy);
 }
 
 int main(void)
@@ -363,6 +472,8 @@ int main(void)
 	RUN(removed_transfer_never_completes);
 	RUN(connection_refused_is_reported);
 	RUN(free_with_transfers_running);
+	RUN(probe_connects_or_says_why);
+	RUN(unreachable_is_a_failed_connect);
 	loop_free(lp);
 	stop_server();
 	curl_global_cleanup();

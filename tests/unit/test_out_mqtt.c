@@ -27,6 +27,7 @@
 #include "mem.h"
 #include "output.h"
 #include "test.h"
+#include "test_clock.h"
 
 /* ---- the core's services, recorded ------------------------------------ */
 
@@ -46,6 +47,8 @@ struct output {
 	int n_up, n_down, kicks;
 	struct done done[32];
 	int ndone;
+	int unreachable;
+	int64_t retry_probe_ms;
 };
 
 /* Reconnect delays: the first, then every later one. */
@@ -97,6 +100,20 @@ void output_set_connected(struct output *o, bool connected, const char *why)
 void output_kick(struct output *o)
 {
 	o->kicks++;
+}
+
+void output_unreachable(struct output *o)
+{
+	o->unreachable++;
+}
+
+void output_probe_done(struct output *o, int err)
+{
+}
+
+int64_t output_retry_probe_ms(const struct output *o)
+{
+	return o->retry_probe_ms;
 }
 
 int64_t backoff_delay(int64_t base_ms, int64_t cap_ms, unsigned attempt)
@@ -478,6 +495,8 @@ static void fx_init(struct fx *f, int port, const char *protocol)
 	char url[64];
 
 	memset(f, 0, sizeof(*f));
+	/* The real clock, even after a test on the test clock failed early. */
+	tc_uninstall();
 	if (loop_init(&f->l))
 		abort();
 	f->conf = conf_new();
@@ -517,6 +536,16 @@ static bool is_down(void *arg)
 static bool has_done(void *arg)
 {
 	return ((struct fx *)arg)->o.ndone > 0;
+}
+
+static bool refused_twice(void *arg)
+{
+	return backoff_calls >= 2 && strstr(((struct fx *)arg)->o.why, "connection refused");
+}
+
+static bool why_refused(void *arg)
+{
+	return strstr(((struct fx *)arg)->o.why, "connection refused") != NULL;
 }
 
 static bool start_and_connect(struct fx *f)
@@ -622,13 +651,12 @@ TEST(refused_reason_and_describe)
 	backoff_calls = 0;
 	REQUIRE(out_mqtt.start(&f.o, &f.state) == 0);
 	CHECK(!out_mqtt.ready(f.state));
-	run_until(f.l, NULL, NULL, 400);
+	/* It keeps trying, after the core's backoff each time. */
+	REQUIRE(run_until(f.l, refused_twice, &f, 5000));
 	snprintf(want, sizeof(want), "connection refused (is the broker running at 127.0.0.1:%d?)",
 		 port);
 	CHECK_EQ_STR(f.o.why, want);
 	CHECK(!f.o.connected);
-	/* It keeps trying, after the core's backoff each time. */
-	CHECK(backoff_calls >= 2);
 	out_mqtt.describe(f.state, d, sizeof(d));
 	snprintf(want, sizeof(want), "mqtt://127.0.0.1:%d v5 qos1 topic agents/gw-01/{stream}",
 		 port);
@@ -639,6 +667,11 @@ TEST(refused_reason_and_describe)
 	CHECK(out_mqtt.drain(f.state, loop_now_ms() + 5000));
 	CHECK_EQ_STR(f.o.why, "stopped");
 	fx_free(&f);
+}
+
+static bool sub_has_sensors(void *arg)
+{
+	return sub_find(arg, "agents/gw-01/sensors", NULL) != NULL;
 }
 
 static void publish_roundtrip(const char *protocol)
@@ -662,7 +695,7 @@ static void publish_roundtrip(const char *protocol)
 	REQUIRE(run_until(f.l, has_done, &f, 3000));
 	CHECK(f.o.done[0].b == &b);
 	CHECK_EQ_INT(f.o.done[0].result, OUT_OK);
-	run_until(f.l, NULL, NULL, 100);
+	REQUIRE(run_until(f.l, sub_has_sensors, &s, 3000));
 
 	r = sub_find(&s, "agents/gw-01/sensors", NULL);
 	REQUIRE(r != NULL);
@@ -703,12 +736,22 @@ static bool connected_twice(void *arg)
 	return ((struct fx *)arg)->o.n_up >= 2;
 }
 
+static bool sub_has_b3(void *arg)
+{
+	struct sub *s = arg;
+
+	for (int i = 0; i < s->n; i++)
+		if (strstr(s->msgs[i].props, "batch_id=fedcba9876543210fedcba9876543210;"))
+			return true;
+	return false;
+}
+
 TEST(broker_restart_completes_inflight_publish)
 {
 	static struct broker br;
 	struct fx f;
 	struct sub s;
-	struct batch b, b2;
+	struct batch b, b2, b3;
 
 	REQUIRE(broker_new(&br, NULL));
 	fx_init(&f, br.port, "v5");
@@ -730,8 +773,7 @@ TEST(broker_restart_completes_inflight_publish)
 	CHECK_EQ_INT(f.o.ndone, 0);
 
 	/* The first attempt, after 200 ms, finds nothing listening. */
-	run_until(f.l, NULL, NULL, 400);
-	CHECK(strstr(f.o.why, "connection refused") != NULL);
+	REQUIRE(run_until(f.l, why_refused, &f, 3000));
 	CHECK_EQ_INT(f.o.ndone, 0);
 
 	REQUIRE(broker_start(&br));
@@ -741,8 +783,13 @@ TEST(broker_restart_completes_inflight_publish)
 	CHECK_EQ_INT(f.o.ndone, 1);
 	CHECK(f.o.done[0].b == &b);
 	CHECK_EQ_INT(f.o.done[0].result, OUT_OK);
-	run_until(f.l, NULL, NULL, 100);
-	CHECK_EQ_INT(s.n, 1);
+	/* A later batch is the barrier: a second copy of the first one would
+	 * arrive before it. */
+	make_batch(&b3, "sensors", body, sizeof(body));
+	snprintf(b3.id, sizeof(b3.id), "fedcba9876543210fedcba9876543210");
+	CHECK_EQ_INT(out_mqtt.send(f.state, &b3), 0);
+	REQUIRE(run_until(f.l, sub_has_b3, &s, 3000));
+	CHECK_EQ_INT(s.n, 2);
 
 	sub_stop(&s);
 	fx_free(&f);
@@ -912,6 +959,11 @@ static bool sub_has_offline(void *arg)
 	return sub_find(arg, "agents/gw-01/status", "\"status\":\"offline\"") != NULL;
 }
 
+static bool sub_has_online(void *arg)
+{
+	return sub_find(arg, "agents/gw-01/status", "\"status\":\"online\"") != NULL;
+}
+
 TEST(status_retained_and_last_will)
 {
 	static struct broker br;
@@ -921,12 +973,15 @@ TEST(status_retained_and_last_will)
 
 	REQUIRE(broker_new(&br, NULL));
 	fx_init(&f, br.port, "v5");
+	REQUIRE(sub_start(&s, f.l, br.port, "agents/gw-01/status"));
 	REQUIRE(start_and_connect(&f));
-	run_until(f.l, NULL, NULL, 100);
+	/* Once one subscriber has it, the broker holds it retained. */
+	REQUIRE(run_until(f.l, sub_has_online, &s, 3000));
+	sub_stop(&s);
 
 	/* A subscriber arriving later gets the retained online status. */
 	REQUIRE(sub_start(&s, f.l, br.port, "agents/gw-01/status"));
-	run_until(f.l, NULL, NULL, 100);
+	REQUIRE(run_until(f.l, sub_has_online, &s, 3000));
 	r = sub_find(&s, "agents/gw-01/status", "\"status\":\"online\"");
 	REQUIRE(r != NULL);
 	CHECK(r->retain);
@@ -1025,7 +1080,7 @@ TEST(ack_timeout_retries_and_reconnects)
 {
 	static struct broker br;
 	struct fx f;
-	struct batch b;
+	struct batch b, b2;
 
 	REQUIRE(broker_new(&br, NULL));
 	fx_init(&f, br.port, "v5");
@@ -1041,9 +1096,13 @@ TEST(ack_timeout_retries_and_reconnects)
 	CHECK(!f.o.connected);
 	broker_signal(&br, SIGCONT);
 	REQUIRE(run_until(f.l, connected_twice, &f, 5000));
-	/* libmosquitto's copy may be acknowledged now; it is not reported twice. */
-	run_until(f.l, NULL, NULL, 300);
-	CHECK_EQ_INT(f.o.ndone, 1);
+	/* libmosquitto's copy may be acknowledged now; it is not reported
+	 * twice. Its PUBACK comes before that of a batch sent after it. */
+	make_batch(&b2, "sensors", body, sizeof(body));
+	CHECK_EQ_INT(out_mqtt.send(f.state, &b2), 0);
+	REQUIRE(run_until(f.l, has_two, &f, 3000));
+	CHECK_EQ_INT(f.o.ndone, 2);
+	CHECK(f.o.done[1].b == &b2);
 	fx_free(&f);
 	broker_free(&br);
 }
@@ -1102,11 +1161,56 @@ static void broker_cleanup_all(void)
 		broker_free(brokers[0]);
 }
 
+static bool backoff_called_twice(void *arg)
+{
+	return backoff_calls >= 2;
+}
+
+static bool up_cond(void *arg)
+{
+	return ((struct fx *)arg)->o.connected;
+}
+
+/* While no broker listens, each reconnect attempt begins with a TCP connect,
+ * the cheap probe: it comes every retry_probe however long the backoff has
+ * grown, so a broker that is back is found within that time. On the test
+ * clock: the broker is back 200 ms (retry_probe) after the last attempt,
+ * with the backoff at 5 s. */
+TEST(reconnect_while_unreachable_comes_every_retry_probe)
+{
+	static struct broker br;
+	struct fx f;
+
+	REQUIRE(broker_new(&br, NULL));
+	broker_signal(&br, SIGTERM);        /* nothing listens on its port now */
+	fx_init(&f, br.port, "v5");
+	tc_install(0);
+	backoff_first_ms = backoff_later_ms = 5000;
+	f.o.retry_probe_ms = 200;
+	backoff_calls = 0;
+	REQUIRE(out_mqtt.start(&f.o, &f.state) == 0);
+	REQUIRE(tc_wait_io(f.l, why_refused, &f));
+	CHECK_EQ_INT(backoff_calls, 1);
+	tc_advance(f.l, 199);
+	CHECK_EQ_INT(backoff_calls, 1);
+	tc_advance(f.l, 1);
+	REQUIRE(tc_wait_io(f.l, backoff_called_twice, &f));
+	CHECK(!f.o.connected);
+	REQUIRE(broker_start(&br));
+	tc_advance(f.l, 200);
+	REQUIRE(tc_wait_io(f.l, up_cond, &f));
+	CHECK_EQ_INT(backoff_calls, 2);
+	fx_free(&f);
+	tc_uninstall();
+	broker_free(&br);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	RUN(validate_rejects_bad_config);
 	RUN(refused_reason_and_describe);
+	RUN(reconnect_while_unreachable_comes_every_retry_probe);
 	RUN(publish_v5_with_properties);
 	RUN(publish_v311);
 	RUN(broker_restart_completes_inflight_publish);

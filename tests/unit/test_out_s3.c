@@ -46,6 +46,7 @@ struct output {
 	int64_t retry_after_ms;
 	struct done done[16];
 	int ndone;
+	int unreachable, probes_done, probe_err;
 };
 
 const char *output_name(const struct output *o)
@@ -93,6 +94,22 @@ void output_set_connected(struct output *o, bool connected, const char *why)
 
 void output_kick(struct output *o)
 {
+}
+
+void output_unreachable(struct output *o)
+{
+	o->unreachable++;
+}
+
+void output_probe_done(struct output *o, int err)
+{
+	o->probes_done++;
+	o->probe_err = err;
+}
+
+int64_t output_retry_probe_ms(const struct output *o)
+{
+	return 0;
 }
 
 int64_t backoff_delay(int64_t base_ms, int64_t cap_ms, unsigned attempt)

@@ -1,18 +1,25 @@
 /* test_output.c - the core's batcher around a scripted output type:
  * batch limits, in-order cursors with out-of-order acks, retry with the
- * same batch id, split-and-dead-letter on permanent rejection. */
+ * same batch id, split-and-dead-letter on permanent rejection, backoff by
+ * rounds and the probe that ends it. Time is the test clock (test_clock.h):
+ * every wait below is an explicit step of it. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <zstd.h>
 
 #include "agent.h"
+#include "curl_loop.h"
 #include "mem.h"
 #include "outputs.h"
 #include "test.h"
+#include "test_clock.h"
 
 #define MAXB 64
 
@@ -25,6 +32,10 @@ static struct {
 	int inflight;
 	int64_t max_count; /* -EMSGSIZE above this */
 	struct output *o;
+	/* The probe: a real TCP connect to 127.0.0.1:probe_port. */
+	struct curl_loop *cl;
+	int probe_port;
+	int probes, probes_done, probe_err;
 } fk;
 
 static int fake_start(struct output *o, void **state)
@@ -64,6 +75,25 @@ static bool fake_drain(void *state, int64_t deadline)
 
 static void fake_stop(void *state)
 {
+	curl_loop_free(fk.cl);
+	fk.cl = NULL;
+}
+
+static void fake_probe_done(void *arg, int err)
+{
+	fk.probes_done++;
+	fk.probe_err = err;
+	output_probe_done(fk.o, err);
+}
+
+static int fake_probe(void *state)
+{
+	int rc;
+
+	fk.probes++;
+	if (!fk.cl && (rc = curl_loop_init(&fk.cl, output_loop(fk.o))))
+		return rc;
+	return curl_loop_probe(fk.cl, "127.0.0.1", fk.probe_port, "", 5000, fake_probe_done, NULL);
 }
 
 static const struct output_type fake_type = {
@@ -76,6 +106,19 @@ static const struct output_type fake_type = {
 	.stop = fake_stop,
 };
 
+/* The same with a probe. */
+static const struct output_type fake_probing_type = {
+	.version = OUTPUT_VERSION,
+	.name = "fake",
+	.start = fake_start,
+	.ready = fake_ready,
+	.send = fake_send,
+	.drain = fake_drain,
+	.stop = fake_stop,
+	.probe = fake_probe,
+};
+static const struct output_type *use_type = &fake_type;
+
 static struct agent a;
 static struct config *cfg;
 static const struct output_type *saved_type;
@@ -87,19 +130,10 @@ static int64_t commit_cb(struct loop_timer *t)
 	return -1;
 }
 
-static int64_t stop_cb(struct loop_timer *t)
-{
-	loop_stop(a.loop);
-	return -1;
-}
-
+/* Let ms of test time pass. */
 static void spin(int64_t ms)
 {
-	struct loop_timer t = { .cb = stop_cb };
-
-	loop_timer_set(a.loop, &t, ms);
-	loop_run(a.loop);
-	loop_timer_cancel(a.loop, &t);
+	tc_advance(a.loop, ms);
 }
 
 static int setup(const char *output_keys, int n_records, const char *const *streams)
@@ -111,20 +145,23 @@ static int setup(const char *output_keys, int n_records, const char *const *stre
 
 	memset(&fk, 0, sizeof(fk));
 	memset(&a, 0, sizeof(a));
+	/* Every backoff at the bottom of its jitter range: d/2. */
+	tc_install(0);
 	snprintf(dir, sizeof(dir), "/tmp/test_output.XXXXXX");
 	if (!mkdtemp(dir))
 		return -errno;
 	snprintf(text, sizeof(text),
 		 "[agent]\nid = gw\nstate_dir = %s\n[input s]\ndriver = tail\npath = /none\n"
-		 "[output lake]\ntype = mqtt\nretry_base = 10ms\nretry_max = 20ms\n%s",
-		 dir, output_keys);
+		 "[output lake]\ntype = mqtt\n%s%s",
+		 dir, strstr(output_keys, "retry_base") ? "" : "retry_base = 10ms\nretry_max = 20ms\n",
+		 output_keys);
 	rc = config_parse(text, strlen(text), "t.conf", &cfg, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "%s\n", err);
 		return rc;
 	}
 	saved_type = cfg->outputs->out_type;
-	cfg->outputs->out_type = &fake_type;
+	cfg->outputs->out_type = use_type;
 	a.cfg = cfg;
 	a.commit_timer.cb = commit_cb;
 	if ((rc = loop_init(&a.loop)))
@@ -163,6 +200,8 @@ static void teardown(void)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd))
 		fprintf(stderr, "cleanup of %s failed\n", dir);
+	tc_uninstall();
+	use_type = &fake_type;
 }
 
 /* Lines in a batch body, after checking it is one zstd frame. */
@@ -235,9 +274,10 @@ TEST(test_retry_keeps_batch_id)
 	spin(30);
 	REQUIRE(fk.n == 1);
 	output_batch_done(fk.o, fk.sent[0], OUT_RETRY, "broker busy");
-	spin(5);
+	/* retry_base 10 ms at the bottom of its jitter: 5 ms. */
+	spin(4);
 	CHECK_EQ_INT(fk.n, 1); /* not before the backoff */
-	spin(100);
+	spin(1);
 	REQUIRE(fk.n == 2);
 	CHECK_EQ_STR(fk.ids[1], fk.ids[0]);
 	CHECK_EQ_INT(fk.first[1], 1);
@@ -455,6 +495,179 @@ TEST(test_unfinished_batches_keep_their_ids_across_restarts)
 	teardown();
 }
 
+/* Four batches in flight fail together: one round, so the delay is that of
+ * one failure (retry_base), not of four (8 x retry_base). */
+TEST(test_one_round_of_failures_backs_off_once)
+{
+	REQUIRE(setup("linger = 0\nbatch_max_records = 1\nmax_inflight = 4\n"
+		      "retry_base = 1s\nretry_max = 60s\n", 8, NULL) == 0);
+	spin(1);
+	REQUIRE(fk.n == 4);
+	for (int i = 0; i < 4; i++)
+		output_batch_done(fk.o, fk.sent[i], OUT_RETRY, "HTTP 503");
+	/* 1 s at the bottom of its jitter: 500 ms. Nothing new meanwhile. */
+	spin(499);
+	CHECK_EQ_INT(fk.n, 4);
+	spin(1);
+	REQUIRE(fk.n == 8);
+	for (int i = 0; i < 4; i++) {
+		CHECK_EQ_STR(fk.ids[4 + i], fk.ids[i]);   /* the same batches, in seq order */
+		CHECK_EQ_INT(fk.attempt[4 + i], 1);
+	}
+	/* The retries fail again: the second round doubles the delay once. */
+	for (int i = 4; i < 8; i++)
+		output_batch_done(fk.o, fk.sent[i], OUT_RETRY, "HTTP 503");
+	spin(999);
+	CHECK_EQ_INT(fk.n, 8);
+	spin(1);
+	REQUIRE(fk.n == 12);
+	for (int i = 8; i < 12; i++)
+		output_batch_done(fk.o, fk.sent[i], OUT_OK, NULL);
+	spin(1);
+	CHECK_EQ_INT(fk.first[12], 5);    /* then the rest */
+	teardown();
+}
+
+/* A loopback port that refuses connections until listen_port() is called. */
+static int bind_port(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+		close(fd);
+		return -1;
+	}
+	fk.probe_port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static bool probes_done_reach(void *arg)
+{
+	return fk.probes_done >= *(int *)arg;
+}
+
+/* Let the next probe run: step the test clock to it, then wait for its
+ * real connect to finish. */
+static bool next_probe(int64_t step)
+{
+	int want = fk.probes_done + 1;
+
+	spin(step);
+	return tc_wait_io(a.loop, probes_done_reach, &want);
+}
+
+/* The endpoint refuses connections, then listens again: the probe (a real
+ * connect every retry_probe) ends the backoff long before it would end. */
+TEST(test_probe_ends_backoff_when_endpoint_returns)
+{
+	int fd = bind_port(0), port = fk.probe_port;
+
+	REQUIRE(fd >= 0);
+	use_type = &fake_probing_type;
+	REQUIRE(setup("linger = 0\nbatch_max_records = 100\nretry_base = 10s\nretry_max = 60s\n"
+		      "retry_probe = 1s\n", 3, NULL) == 0);
+	fk.probe_port = port;
+	spin(1);
+	REQUIRE(fk.n == 1);
+	output_unreachable(fk.o);
+	output_batch_done(fk.o, fk.sent[0], OUT_RETRY, "connection refused");
+	/* The retry is due in 5 s; the first probe comes after 1 s. */
+	spin(999);
+	CHECK_EQ_INT(fk.probes, 0);
+	REQUIRE(next_probe(1));
+	CHECK_EQ_INT(fk.probe_err, -ECONNREFUSED);
+	CHECK_EQ_INT(fk.n, 1);
+	/* The endpoint is back. */
+	REQUIRE(listen(fd, 8) == 0);
+	REQUIRE(next_probe(1000));
+	CHECK_EQ_INT(fk.probe_err, 0);
+	spin(0);
+	REQUIRE(fk.n == 2);             /* at 2 s, not 5 s */
+	CHECK_EQ_STR(fk.ids[1], fk.ids[0]);
+	output_batch_done(fk.o, fk.sent[1], OUT_OK, NULL);
+	spin(1);
+	CHECK_EQ_INT(cursor(), 3);
+	/* No probing once delivered. */
+	spin(5000);
+	CHECK_EQ_INT(fk.probes, 2);
+	teardown();
+	close(fd);
+}
+
+/* A server that answers 503 still accepts connections: that says nothing
+ * new and must not shorten the wait. Once it stops accepting connections
+ * (seen by a probe) and then accepts them again, the wait ends. */
+TEST(test_probe_after_an_answer_waits_until_endpoint_was_down)
+{
+	int fd = bind_port(0), port;
+
+	REQUIRE(fd >= 0);
+	REQUIRE(listen(fd, 8) == 0);
+	port = fk.probe_port;
+	use_type = &fake_probing_type;
+	REQUIRE(setup("linger = 0\nbatch_max_records = 100\nretry_base = 10s\nretry_max = 60s\n"
+		      "retry_probe = 1s\n", 3, NULL) == 0);
+	fk.probe_port = port;
+	spin(1);
+	REQUIRE(fk.n == 1);
+	output_batch_done(fk.o, fk.sent[0], OUT_RETRY, "HTTP 503: busy");
+	/* Probes at 1 s and 2 s connect; no early attempt. */
+	REQUIRE(next_probe(1000));
+	CHECK_EQ_INT(fk.probe_err, 0);
+	REQUIRE(next_probe(1000));
+	CHECK_EQ_INT(fk.probe_err, 0);
+	spin(0);
+	CHECK_EQ_INT(fk.n, 1);
+	/* The server goes away: refused at 3 s. */
+	close(fd);
+	fd = bind_port(port);
+	REQUIRE(fd >= 0);
+	REQUIRE(next_probe(1000));
+	CHECK_EQ_INT(fk.probe_err, -ECONNREFUSED);
+	CHECK_EQ_INT(fk.n, 1);
+	/* Back at 4 s: the wait (until 5 s) ends. */
+	REQUIRE(listen(fd, 8) == 0);
+	REQUIRE(next_probe(1000));
+	CHECK_EQ_INT(fk.probe_err, 0);
+	spin(0);
+	CHECK_EQ_INT(fk.n, 2);
+	teardown();
+	close(fd);
+}
+
+/* Without a probe the same answered failure waits the whole delay. */
+TEST(test_answered_failure_waits_whole_delay)
+{
+	int fd = bind_port(0), port;
+
+	REQUIRE(fd >= 0);
+	REQUIRE(listen(fd, 8) == 0);
+	port = fk.probe_port;
+	use_type = &fake_probing_type;
+	REQUIRE(setup("linger = 0\nbatch_max_records = 100\nretry_base = 4s\nretry_max = 60s\n"
+		      "retry_probe = 1s\n", 3, NULL) == 0);
+	fk.probe_port = port;
+	spin(1);
+	REQUIRE(fk.n == 1);
+	output_batch_done(fk.o, fk.sent[0], OUT_RETRY, "HTTP 503: busy");
+	/* 2 s: the probe at 1 s connects, and the retry still waits. */
+	REQUIRE(next_probe(1000));
+	spin(999);
+	CHECK_EQ_INT(fk.n, 1);
+	spin(1);
+	CHECK_EQ_INT(fk.n, 2);
+	CHECK_EQ_INT(fk.probes, 1);     /* capped by the backoff: none at 2 s */
+	teardown();
+	close(fd);
+}
+
 int main(void)
 {
 	RUN(test_limits_and_ordered_cursor);
@@ -469,5 +682,9 @@ int main(void)
 	RUN(test_dead_batch_goes_whole_to_dlq);
 	RUN(test_retry_after_is_honoured);
 	RUN(test_unfinished_batches_keep_their_ids_across_restarts);
+	RUN(test_one_round_of_failures_backs_off_once);
+	RUN(test_probe_ends_backoff_when_endpoint_returns);
+	RUN(test_probe_after_an_answer_waits_until_endpoint_was_down);
+	RUN(test_answered_failure_waits_whole_delay);
 	TEST_END();
 }
