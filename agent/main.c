@@ -34,7 +34,14 @@ static int64_t stop_timer_cb(struct loop_timer *t)
 {
 	struct main_state *m = container_of(t, struct main_state, stop_timer);
 
-	if (agent_drain(&m->a, m->deadline) || loop_now_ms() >= m->deadline) {
+	if (agent_drain(&m->a, m->deadline)) {
+		log_info("stopping: nothing left in flight");
+		loop_stop(m->a.loop);
+		return -1;
+	}
+	if (loop_now_ms() >= m->deadline) {
+		log_warn("stopping with batches still in flight after %d ms: "
+			 "they are sent again at the next start", DRAIN_MS);
 		loop_stop(m->a.loop);
 		return -1;
 	}

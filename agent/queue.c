@@ -205,7 +205,8 @@ int queue_append_entry(struct queue *q, int kind, const struct qrec_in *r,
 	return 0;
 }
 
-int queue_append(struct queue *q, const struct qrec_in *r, int64_t *seq_out)
+/* What an append from outside the queue is refused for. */
+static int append_check(const struct queue *q, const struct qrec_in *r)
 {
 	if (q->readonly)
 		return -EROFS;
@@ -213,19 +214,24 @@ int queue_append(struct queue *q, const struct qrec_in *r, int64_t *seq_out)
 		return -EINVAL;
 	if (q->full && q->on_full == ON_FULL_BLOCK)
 		return -ENOSPC;
+	return 0;
+}
+
+int queue_append(struct queue *q, const struct qrec_in *r, int64_t *seq_out)
+{
+	int err = append_check(q, r);
+
+	if (err)
+		return err;
 	q->last_clock = r->clock;
 	return queue_append_entry(q, REC_DATA, r, true, seq_out);
 }
 
 int queue_append_gap(struct queue *q, const struct qrec_in *r, int64_t *seq_out)
 {
-	if (q->readonly)
-		return -EROFS;
-	if (!r->key || !r->stream)
-		return -EINVAL;
-	if (q->full && q->on_full == ON_FULL_BLOCK)
-		return -ENOSPC;
-	return queue_append_entry(q, REC_GAP, r, true, seq_out);
+	int err = append_check(q, r);
+
+	return err ? err : queue_append_entry(q, REC_GAP, r, true, seq_out);
 }
 
 int queue_commit(struct queue *q)

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import harness as h
 from harness import Agent, Broker, Lake, SensorWriter, test
@@ -106,13 +105,11 @@ def agentd_refuses_to_start_with_a_broken_config():
         text = breaker(GOOD.format(d=d))
         line = line_of(text, marker)
         h.write_file(path, text)
-        t0 = time.monotonic()
         p = subprocess.run(h.AGENTD_CMD + ["-c", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=20, stdin=subprocess.DEVNULL)
         err = p.stderr.decode()
         assert p.returncode != 0, "%s: agentd started (exit %d)" % (name, p.returncode)
         assert "%s:%d:" % (path, line) in err and all(w in err for w in words), (name, err)
-        assert time.monotonic() - t0 < 5, "%s: agentd took %.1fs to refuse" % (name, time.monotonic() - t0)
     assert not os.path.exists(os.path.join(d, "state", "agentd.sock"))
 
 
@@ -135,10 +132,12 @@ def sigterm_commits_what_was_acknowledged():
     lake.wait_ids(w.ids, timeout=30)
     agent.wait_drained()
     before = len(lake.records)
-    t0 = time.monotonic()
     agent.stop(timeout=10)          # asserts exit 0
-    took = time.monotonic() - t0
-    assert took < 2, "SIGTERM took %.1fs with nothing in flight" % took
+    # Nothing was in flight: agentd stopped at once, not at the end of its
+    # grace for in-flight batches.
+    log = agent.log_text()
+    assert "stopping: nothing left in flight" in log, log[-2000:]
+    assert "still in flight" not in log, log[-2000:]
     assert not os.path.exists(os.path.join(d, "state", "agentd.sock")), "control socket left behind"
 
     # The restart resumes at the committed positions and cursor: nothing
@@ -146,16 +145,18 @@ def sigterm_commits_what_was_acknowledged():
     agent.start()
     h.wait_until(lambda: agent.input("sensors")["state"].startswith("tailing"), 10,
                  "the input to be tailing")
-    time.sleep(0.5)     # several poll intervals and lingers: a re-send would show
-    st = agent.status()
-    assert st["inputs"][0]["records"] == 0, st["inputs"][0]
-    assert st["outputs"][0]["delivered_records"] == 0, st["outputs"][0]
-    assert st["outputs"][0]["backlog_records"] == 0, st["outputs"][0]
-    lake.poll()
-    assert len(lake.records) == before, "%d records sent again after a clean restart" % (
-        len(lake.records) - before)
+    # 100 new lines are the barrier: records go out in seq order, so a
+    # re-read or re-sent old record would be queued and sent before them.
     w.write(100)
     lake.wait_ids(w.ids, timeout=20)
+    agent.wait_drained()
+    st = agent.status()
+    assert st["inputs"][0]["records"] == 100, st["inputs"][0]
+    assert st["outputs"][0]["delivered_records"] == 100, st["outputs"][0]
+    assert st["outputs"][0]["backlog_records"] == 0, st["outputs"][0]
+    lake.poll()
+    assert len(lake.records) == before + 100, "%d records sent again after a clean restart" % (
+        len(lake.records) - before - 100)
     assert lake.check_duplicates() == 0
     agent.stop()
 
@@ -171,12 +172,11 @@ def sigterm_with_batches_in_flight_loses_nothing():
     w = SensorWriter(os.path.join(d, "logs", "s.log"), prefix="f", seed=2)
     agent.start()
     bg = h.BackgroundWriter(w, per_tick=50, tick=0.005).start()
-    time.sleep(0.7)
-    t0 = time.monotonic()
-    agent.stop(timeout=10)
-    took = time.monotonic() - t0
+    # Stop in mid-stream: once the lake has some records and more are coming.
+    h.wait_until(lambda: lake.poll() or len(lake.records) >= 500, 20,
+                 "the first records at the lake")
+    agent.stop(timeout=10)          # exit 0 within the grace (plus margin)
     bg.stop()
-    assert took < 6, "SIGTERM took %.1fs" % took
     agent.start()
     lake.wait_ids(w.ids, timeout=30)
     lake.check_duplicates(one_seq_per_id=True)

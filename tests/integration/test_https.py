@@ -215,12 +215,12 @@ def slow_answers_and_dropped_connections_are_retried():
     assert agent.dlq() == []
     # A request still running at shutdown is abandoned at the deadline and
     # its records stay queued: agentd stops promptly and cleanly.
-    rcv.script = [("slow", 8)]
+    rcv.script = [("slow", 30)]
     writer.write(1)
     rcv.wait_requests(len(reqs) + 1)
-    t0 = time.monotonic()
-    agent.stop(timeout=10)
-    assert time.monotonic() - t0 < 8, time.monotonic() - t0
+    agent.stop(timeout=10)          # exit 0, within its 5 s grace
+    # agentd did not wait for the answer (it comes 30 s after the request).
+    assert rcv.requests[len(reqs)].status is None, rcv.requests[len(reqs)].status
 
 
 @test
