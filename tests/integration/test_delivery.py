@@ -40,14 +40,14 @@ def rename_rotation_loses_nothing():
         # glob does not match, the writer still holds the old file and
         # writes its last lines there, then opens a new live file.
         os.rename(live, os.path.join(logs, "sensors.log.%d" % (k + 1)))
-        w.write(25)
-        time.sleep(rng.uniform(0.0, 0.2))
-        w.write(25)
+        w.write(rng.randint(10, 40))
         w.reopen()
+        first_new = len(w.ids)
         w.write(200)
-        # The new file must live under the live name for a few
-        # poll_intervals (50ms): the agent finds files by matching names.
-        time.sleep(rng.uniform(0.2, 0.4))
+        # The agent finds files by matching names: the next rename must not
+        # come before it has found the new live file (its first line has
+        # arrived). The old file's last lines may still be unread.
+        lake.wait_ids(w.ids[first_new:first_new + 1], timeout=30)
     w.write(100)
     lake.wait_ids(w.ids, timeout=40)
     got = lake.ids()
