@@ -16,6 +16,11 @@
 
 #include "tail.h"
 
+/* gzseek() and gztell() take and give z_off_t: a zlib.h that disagrees with
+ * the library about it (an unconfigured zconf.h on a 32-bit target) would
+ * pass offsets that the library reads wrongly. */
+_Static_assert(sizeof(z_off_t) == sizeof(off_t), "z_off_t is not off_t: zconf.h does not match zlib");
+
 /* tail_pread_full() of f's content: through zlib for a gzipped copy (which
  * reads forward cheaply; a seek back decompresses from the start). */
 ssize_t tail_file_pread(struct tail_file *f, void *p, size_t len, int64_t off)
