@@ -534,21 +534,27 @@ static int check_unused(struct parser_state *ps, const struct section *s, const 
 	return 0;
 }
 
-static const char *entry_value(const struct section *s, const char *key)
+static const struct entry *find_entry(const struct section *s, const char *key)
 {
 	for (size_t i = 0; i < s->n; i++)
 		if (!strcmp(s->e[i].key, key))
-			return s->e[i].value;
+			return &s->e[i];
 	return NULL;
+}
+
+static const char *entry_value(const struct section *s, const char *key)
+{
+	const struct entry *e = find_entry(s, key);
+
+	return e ? e->value : NULL;
 }
 
 /* The line a key is set on, or the section's line when it is not set. */
 static int entry_line(const struct section *s, const char *key)
 {
-	for (size_t i = 0; i < s->n; i++)
-		if (!strcmp(s->e[i].key, key))
-			return s->e[i].line;
-	return s->line;
+	const struct entry *e = find_entry(s, key);
+
+	return e ? e->line : s->line;
 }
 
 static bool valid_name(const char *s)
@@ -1096,6 +1102,13 @@ static int read_config_file(const char *path, char **text, size_t *len, char *er
 out_close:
 	close(fd);
 	return rc;
+}
+
+const char *config_default_path(void)
+{
+	const char *env = getenv("AGENTD_CONFIG");
+
+	return env && *env ? env : CONFIG_DEFAULT_PATH;
 }
 
 int config_load(const char *path, struct config **out, char *err, size_t errlen)

@@ -112,6 +112,10 @@ struct config {
  *            says "FILE: out of memory: ..." (never that it is invalid)
  *   -errno   it cannot be read (-ENOENT, -EACCES, -EFBIG, ...) */
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
+/* The config file agentd and agentctl use without -c: $AGENTD_CONFIG when
+ * set and not empty, else CONFIG_DEFAULT_PATH. */
+#define CONFIG_DEFAULT_PATH "/etc/agentd/agentd.conf"
+const char *config_default_path(void);
 /* Same, from text in memory; `name` is used in messages. */
 int config_parse(const char *text, size_t len, const char *name,
 		 struct config **out, char *err, size_t errlen);

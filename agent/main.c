@@ -21,7 +21,6 @@
 #include "log.h"
 #include "mem.h"
 
-#define DEFAULT_CONFIG "/etc/agentd/agentd.conf"
 #define DRAIN_MS 5000
 
 struct main_state {
@@ -71,7 +70,7 @@ static void on_signal(struct loop *l, int signo, void *arg)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: agentd [-c FILE]              run with FILE (default " DEFAULT_CONFIG ",\n"
+		"usage: agentd [-c FILE]              run with FILE (default " CONFIG_DEFAULT_PATH ",\n"
 		"                                     or $AGENTD_CONFIG when set)\n"
 		"       agentd --check-config FILE    validate FILE; exit 0 if valid, 1 if not\n"
 		"       agentd --print-config-reference[=markdown|conf]\n"
@@ -149,7 +148,6 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
 int main(int argc, char **argv)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-	const char *env = getenv("AGENTD_CONFIG");
 	struct cmdline cl = { ACT_RUN, NULL, true };
 	const char *path;
 	struct main_state m;
@@ -161,7 +159,7 @@ int main(int argc, char **argv)
 	rc = parse_args(argc, argv, &cl);
 	if (rc)
 		return rc;
-	path = cl.path ? cl.path : env && *env ? env : DEFAULT_CONFIG;
+	path = cl.path ? cl.path : config_default_path();
 	switch (cl.act) {
 	case ACT_VERSION:
 		printf("agentd %s\n", AGENT_VERSION);

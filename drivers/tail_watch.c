@@ -51,12 +51,7 @@ static void poll_instead(struct tail *t, int err)
 		snprintf(t->poll_why, sizeof(t->poll_why), "inotify unavailable: %s", strerror(err));
 	log_warn("input %s: %s; checking the files every poll_interval (%" PRId64 " ms) instead",
 		 input_name(t->in), t->poll_why, t->conf->poll_interval_ms);
-	if (t->ino.fd >= 0) {
-		loop_fd_del(t->loop, &t->ino);
-		close(t->ino.fd);
-		t->ino.fd = -1;
-	}
-	free_watches(t);
+	tail_watch_stop(t);
 	t->state_shown = false;
 }
 

@@ -33,7 +33,6 @@
 #define AGENT_VERSION "unknown"
 #endif
 
-#define DEFAULT_CONFIG "/etc/agentd/agentd.conf"
 #define DEFAULT_STATE_DIR "/var/lib/agentd"
 /* agentd answers from its loop within milliseconds; this only bounds a
  * daemon that is wedged. */
@@ -506,7 +505,7 @@ static void usage(FILE *f)
 		"  -c CONFIG   config file (default %s, or $AGENTD_CONFIG when set)\n"
 		"  -s SOCKET   control socket (default: agent.control_socket from the config)\n"
 		"\n"
-		"commands:\n", DEFAULT_CONFIG);
+		"commands:\n", CONFIG_DEFAULT_PATH);
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		fprintf(f, "  %s\n      %s\n", commands[i].usage, commands[i].help);
 	fprintf(f,
@@ -544,7 +543,7 @@ static int bad_option(int opt, char **argv)
 
 int main(int argc, char **argv)
 {
-	struct ctl x = { .config_path = DEFAULT_CONFIG };
+	struct ctl x = { .config_path = config_default_path() };
 	const struct command *cmd = NULL;
 	int opt, ex;
 
@@ -555,8 +554,6 @@ int main(int argc, char **argv)
 	};
 
 	log_set_level(LOGL_WARN);
-	if (getenv("AGENTD_CONFIG") && *getenv("AGENTD_CONFIG"))
-		x.config_path = getenv("AGENTD_CONFIG");
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "+:c:s:hV", longopts, NULL)) != -1) {
 		switch (opt) {
