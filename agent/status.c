@@ -364,7 +364,8 @@ const char *const status_err_names[STATUS_ERR_KINDS] = {
 	"timeout", "exception", "crc", "protocol", "connect", "io", "value",
 };
 
-/* "connected; 120 requests, errors: 2 timeout, 1 crc; last sample 1s ago" */
+/* "device connected" (or why not), then
+ * "120 requests, errors: 2 timeout, 1 crc; last sample 1s ago". */
 static int render_device(const struct status *s, const struct status_input *in, struct buf *out)
 {
 	char why[160], age[48];
@@ -376,7 +377,7 @@ static int render_device(const struct status *s, const struct status_input *in, 
 		rc = buf_adds(out, "      device connected");
 	else
 		rc = buf_printf(out, "      device NOT CONNECTED: %s", why[0] ? why : "not yet");
-	rc |= buf_printf(out, "; %" PRId64 " request%s", in->requests, pl(in->requests));
+	rc |= buf_printf(out, "\n      %" PRId64 " request%s", in->requests, pl(in->requests));
 	for (int k = 0; k < STATUS_ERR_KINDS; k++) {
 		if (!in->errors[k])
 			continue;
