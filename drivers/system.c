@@ -1139,7 +1139,10 @@ static int system_start(struct input *in, void **state)
 		return -ENOMEM;
 	}
 	input_set_connected(in, true, "%s", "");
-	input_set_state(in, "sampling every %" PRId64 " ms", c->interval_ms);
+	if (c->interval_ms % 1000)
+		input_set_state(in, "sampling every %" PRId64 " ms", c->interval_ms);
+	else
+		input_set_state(in, "sampling every %" PRId64 " s", c->interval_ms / 1000);
 	loop_timer_every(input_loop(in), &s->timer, loop_next_multiple(loop_now_ms(), c->interval_ms),
 			 c->interval_ms);
 	return 0;
