@@ -686,6 +686,8 @@ struct system {
 	const struct system_conf *conf;
 	struct loop_timer timer;
 	int64_t missed_seen;
+	unsigned errors;                /* in this sample */
+	bool had_errors;                /* in the previous one */
 	char mounts_path[4096];
 	/* The previous sample of each counter, and when it was taken (mono ms; 0: none). */
 	struct sys_cpu cpu_prev;
@@ -712,6 +714,7 @@ static const char *quality_of(int rc)
 static void part_failed(struct system *s, struct rec *r, const char *field, const char *root,
 			const char *file, int rc)
 {
+	s->errors++;
 	if (rc == -EINVAL)
 		input_count_error(s->in, INPUT_ERR_VALUE, "%s/%s: garbage or cut short", root, file);
 	else
@@ -930,6 +933,7 @@ static void sample_disk(struct system *s, struct rec *r)
 
 		if (sys_statvfs(m->dir, &st)) {
 			rc = -errno;
+			s->errors++;
 			input_count_error(s->in, INPUT_ERR_IO, "statvfs %s: %s", m->dir, strerror(-rc));
 			rec_null(r, m->dir, NULL, "read error");
 			continue;
@@ -990,6 +994,7 @@ static void sample_temperature(struct system *s, struct rec *r)
 		rec_obj_begin(r, z->zone);
 		rec_str(r, "type", z->type);
 		if (z->rc) {
+			s->errors++;
 			if (z->rc == -EINVAL)
 				input_count_error(s->in, INPUT_ERR_VALUE, "%s/class/thermal/%s/temp: not a "
 						  "temperature", s->conf->sys_root, z->zone);
@@ -1039,6 +1044,7 @@ static void sample(struct system *s)
 		return;         /* the queue refuses records: the next sample spans the gap */
 	input_sample_now(s->in, &t);
 	input_count_request(s->in);
+	s->errors = 0;
 	r = input_rec_begin(s->in);
 	if (c->cpu)
 		sample_cpu(s, r, t.mono_ms);
@@ -1056,6 +1062,10 @@ static void sample(struct system *s)
 		sample_temperature(s, r);
 	if (c->self)
 		sample_self(s, r);
+	/* A sample read whole again clears the last problem from status. */
+	if (!s->errors && s->had_errors)
+		input_clear_error(s->in);
+	s->had_errors = s->errors;
 	snprintf(key, sizeof(key), "system:%s:%" PRId64, input_name(s->in), t.wall_ms);
 	rc = input_emit_rec(s->in, r, key, &t);
 	if (rc && rc != -EAGAIN)

@@ -589,6 +589,17 @@ TEST(test_driver_bad_input)
 	CHECK_EQ_INT(st.errors[INPUT_ERR_IO], 2);     /* stat, statvfs */
 	CHECK_EQ_INT(st.errors[INPUT_ERR_VALUE], 3);  /* meminfo, loadavg, temp */
 	CHECK(strstr(st.last_error, "thermal_zone0/temp"));
+	/* Readable again: the next sample is whole and the problem is gone. */
+	tree_sample1();
+	tc_advance(r.a.loop, 10000);
+	memset(&st, 0, sizeof(st));
+	input_fill_status(r.in, &st);
+	CHECK_EQ_STR(st.last_error, "");
+	CHECK_EQ_INT(st.errors[INPUT_ERR_IO], 2);
+	s.n = 0;
+	REQUIRE(queue_read(r.a.q, 0, 100, collect, &s) >= 0);
+	REQUIRE(s.n == 2);
+	CHECK(strstr(s.data[1], "\"quality\":{\"cpu\":\"first sample\"}}"));
 	rig_release(&r);
 	sys_statvfs = statvfs;
 }
