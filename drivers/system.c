@@ -496,7 +496,7 @@ bool sys_fs_pseudo(const char *type)
 	static const char *const pseudo[] = {
 		"proc", "sysfs", "cgroup", "cgroup2", "devpts", "securityfs", "debugfs", "tracefs",
 		"pstore", "bpf", "configfs", "fusectl", "mqueue", "hugetlbfs", "autofs", "binfmt_misc",
-		"rpc_pipefs", "nsfs", "efivarfs", "selinuxfs", "ramfs", "squashfs", "overlayfs_meta",
+		"rpc_pipefs", "nsfs", "efivarfs", "selinuxfs", "ramfs", "squashfs",
 		NULL,
 	};
 
