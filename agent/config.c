@@ -3,7 +3,8 @@
  * A file is read whole, split into sections of key = value lines, and each
  * section is checked against its key table. Input and output sections are
  * checked in two steps because the `driver` / `type` key, which may come on
- * any line, decides which further keys are allowed.
+ * any line, decides which further keys are allowed. Values are parsed in
+ * config_value.c, the reference is printed by config_ref.c.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <mbedtls/version.h>
 
 #include "config.h"
+#include "config_int.h"
 #include "driver.h"
 #include "log.h"
 #include "mem.h"
@@ -32,7 +34,7 @@ static const char *const sync_names[] = { "off", "normal", "full", NULL };
 static const char *const parser_names[] = { "raw", "json", "csv", NULL };
 
 #define AK(f) offsetof(struct agent_conf, f)
-static const struct cfg_key agent_keys[] = {
+const struct cfg_key config_agent_keys[] = {
 	{ "id", CFG_STR, NULL, AK(id),
 	  "Agent id carried in every record and topic. Letters, digits, '-', '_' and '.'; default: the host name." },
 	{ "state_dir", CFG_STR, "/var/lib/agentd", AK(state_dir),
@@ -48,7 +50,7 @@ static const struct cfg_key agent_keys[] = {
 };
 
 #define QK(f) offsetof(struct queue_conf, f)
-static const struct cfg_key queue_keys[] = {
+const struct cfg_key config_queue_keys[] = {
 	{ "max_bytes", CFG_SIZE, "1GiB", QK(max_bytes),
 	  "Disk budget for the queue (database plus write-ahead log). When it is reached, on_full decides. "
 	  "If the filesystem has less room, the budget is what fits, keeping 2 MiB free.",
@@ -84,7 +86,7 @@ static const struct cfg_key queue_keys[] = {
 };
 
 #define IK(f) offsetof(struct input_conf, f)
-static const struct cfg_key input_keys[] = {
+const struct cfg_key config_input_keys[] = {
 	{ "driver", CFG_STR, NULL, IK(driver),
 	  "Which input driver reads this source (see the driver keys below).", NULL, 0, 0, true },
 	{ "stream", CFG_STR, NULL, IK(stream),
@@ -99,7 +101,7 @@ static const struct cfg_key input_keys[] = {
 };
 
 #define OK_(f) offsetof(struct output_conf, f)
-static const struct cfg_key output_keys[] = {
+const struct cfg_key config_output_keys[] = {
 	{ "type", CFG_STR, NULL, OK_(type),
 	  "Which output sends the batches (see the output keys below).", NULL, 0, 0, true },
 	{ "streams", CFG_STR, "*", OK_(streams),
@@ -173,236 +175,6 @@ static int fail(struct parser_state *ps, int line, const char *fmt, ...)
 	return -EINVAL;
 }
 
-/* A number: 0, -EINVAL (not one) or -ERANGE (beyond 64 bits; *out is then
- * the bound it passed, *rest still set). */
-static int parse_int(const char *v, int64_t *out, const char **rest)
-{
-	char *end;
-	long long x;
-
-	errno = 0;
-	if (!isdigit((unsigned char)v[0]) && !(v[0] == '-' && isdigit((unsigned char)v[1])))
-		return -EINVAL;
-	x = strtoll(v, &end, 10);
-	*out = x;
-	*rest = end;
-	if (errno == ERANGE)
-		return -ERANGE;
-	return errno ? -EINVAL : 0;
-}
-
-struct unit {
-	const char *s;
-	int64_t m;
-};
-
-static const struct unit size_units[] = {
-	{ "", 1 }, { "b", 1 }, { "k", 1024 }, { "kib", 1024 }, { "kb", 1024 },
-	{ "m", 1 << 20 }, { "mib", 1 << 20 }, { "mb", 1 << 20 },
-	{ "g", 1 << 30 }, { "gib", 1 << 30 }, { "gb", 1 << 30 },
-	{ "t", 1LL << 40 }, { "tib", 1LL << 40 }, { "tb", 1LL << 40 },
-	{ NULL, 0 },
-};
-
-static const struct unit duration_units[] = {
-	{ "", 1 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "min", 60000 },
-	{ "h", 3600000 }, { "d", 86400000 },
-	{ NULL, 0 },
-};
-
-/* A number with a unit of u (case-insensitive when icase): 0, -EINVAL (not
- * such a value), -EDOM (negative) or -ERANGE (more than 64 bits hold). */
-static int parse_scaled(const char *v, const struct unit *u, bool icase, int64_t *out)
-{
-	const char *rest;
-	int64_t x;
-	int rc = parse_int(v, &x, &rest);
-
-	if (rc == -EINVAL)
-		return rc;
-	while (*rest == ' ')
-		rest++;
-	for (; u->s; u++) {
-		if (icase ? strcasecmp(rest, u->s) : strcmp(rest, u->s))
-			continue;
-		if (x < 0)
-			return -EDOM;
-		if (rc || x > INT64_MAX / u->m)
-			return -ERANGE;
-		*out = x * u->m;
-		return 0;
-	}
-	return -EINVAL;
-}
-
-static const char *type_hint(enum cfg_type t)
-{
-	switch (t) {
-	case CFG_STR: return "text";
-	case CFG_INT: return "integer";
-	case CFG_SIZE: return "size (e.g. 512KiB, 64MiB, 1GiB)";
-	case CFG_DURATION: return "duration (e.g. 250ms, 5s, 2m, 1h)";
-	case CFG_BOOL: return "boolean (true/false, yes/no, on/off)";
-	case CFG_ENUM: return "one of";
-	}
-	return "value";
-}
-
-/* A bound as the file would write it: the largest unit it is a whole
- * number of (64MiB, 1h), else bytes or ms. */
-static void format_bound(const struct cfg_key *k, int64_t x, char *out, size_t len)
-{
-	static const struct unit sizes[] = {
-		{ "TiB", 1LL << 40 }, { "GiB", 1 << 30 }, { "MiB", 1 << 20 }, { "KiB", 1024 },
-		{ NULL, 0 },
-	};
-	static const struct unit durations[] = {
-		{ "d", 86400000 }, { "h", 3600000 }, { "m", 60000 }, { "s", 1000 }, { NULL, 0 },
-	};
-	const struct unit *u = k->type == CFG_SIZE ? sizes : k->type == CFG_DURATION ? durations : NULL;
-
-	for (; u && u->s; u++) {
-		if (x && x % u->m == 0) {
-			snprintf(out, len, "%" PRId64 "%s", x / u->m, u->s);
-			return;
-		}
-	}
-	snprintf(out, len, "%" PRId64 "%s%s", x,
-		 k->type == CFG_SIZE ? " bytes" : k->type == CFG_DURATION ? " ms" : "",
-		 x == INT64_MAX && k->type == CFG_SIZE ? " (just under 8 EiB)" : "");
-}
-
-static bool is_word(const char *v, const char *const *words)
-{
-	for (; *words; words++)
-		if (!strcasecmp(v, *words))
-			return true;
-	return false;
-}
-
-int cfg_set(const struct cfg_key *k, void *base, const char *v, char *err, size_t errlen)
-{
-	static const char *const yes[] = { "true", "yes", "on", "1", NULL };
-	static const char *const no[] = { "false", "no", "off", "0", NULL };
-	char *p = (char *)base + k->offset, bound[64];
-	int64_t x = 0;
-	int rc = 0;
-
-	switch (k->type) {
-	case CFG_STR: {
-		char *s = xstrdup(v);
-
-		if (!s)
-			return -ENOMEM;
-		xfree(*(char **)p);
-		*(char **)p = s;
-		return 0;
-	}
-	case CFG_BOOL:
-		if (is_word(v, yes)) {
-			*(bool *)p = true;
-			return 0;
-		}
-		if (is_word(v, no)) {
-			*(bool *)p = false;
-			return 0;
-		}
-		snprintf(err, errlen, "'%s' is not a boolean (use true/false, yes/no, on/off)", v);
-		return -EINVAL;
-	case CFG_ENUM:
-		for (int i = 0; k->enums[i]; i++) {
-			if (!strcmp(v, k->enums[i])) {
-				*(int *)p = i;
-				return 0;
-			}
-		}
-		{
-			size_t n = (size_t)snprintf(err, errlen, "'%s' is not one of:", v);
-
-			for (int i = 0; k->enums[i] && n < errlen; i++)
-				n += (size_t)snprintf(err + n, errlen - n, "%s %s", i ? "," : "", k->enums[i]);
-		}
-		return -EINVAL;
-	case CFG_INT: {
-		const char *rest;
-
-		rc = parse_int(v, &x, &rest);
-		if (rc != -EINVAL && *rest)
-			rc = -EINVAL;
-		break;
-	}
-	case CFG_SIZE:
-		rc = parse_scaled(v, size_units, true, &x);
-		break;
-	case CFG_DURATION:
-		rc = parse_scaled(v, duration_units, false, &x);
-		break;
-	}
-	if (rc == -EINVAL) {
-		snprintf(err, errlen, "'%s' is not a valid %s", v, type_hint(k->type));
-		return rc;
-	}
-	if (rc == -EDOM) {
-		snprintf(err, errlen, "'%s' is negative: a %s cannot be", v,
-			 k->type == CFG_SIZE ? "size" : "duration");
-		return -EINVAL;
-	}
-	/* Beyond 64 bits, or beyond the key's bounds: say which bound. */
-	if ((rc == -ERANGE && v[0] != '-') || (k->max && x > k->max)) {
-		format_bound(k, k->max ? k->max : INT64_MAX, bound, sizeof(bound));
-		snprintf(err, errlen, "'%s' is too large: the maximum is %s", v, bound);
-		return -EINVAL;
-	}
-	if (rc == -ERANGE || ((k->min || k->max) && x < k->min)) {
-		format_bound(k, k->min || k->max ? k->min : INT64_MIN, bound, sizeof(bound));
-		snprintf(err, errlen, "'%s' is too small: the minimum is %s", v, bound);
-		return -EINVAL;
-	}
-	*(int64_t *)p = x;
-	return 0;
-}
-
-int cfg_defaults(const struct cfg_key *keys, void *base)
-{
-	char err[128];
-
-	for (const struct cfg_key *k = keys; k && k->name; k++) {
-		int rc;
-
-		if (!k->def)
-			continue;
-		rc = cfg_set(k, base, k->def, err, sizeof(err));
-		if (rc == -ENOMEM)
-			return rc;
-		if (rc) {
-			log_error("built-in default of %s is invalid: %s", k->name, err);
-			return -EINVAL;
-		}
-	}
-	return 0;
-}
-
-void cfg_release(const struct cfg_key *keys, void *base)
-{
-	if (!base)
-		return;
-	for (const struct cfg_key *k = keys; k && k->name; k++) {
-		if (k->type == CFG_STR) {
-			char **p = (char **)((char *)base + k->offset);
-
-			xfree(*p);
-			*p = NULL;
-		}
-	}
-}
-
-static const struct cfg_key *find_key(const struct cfg_key *keys, const char *name)
-{
-	for (const struct cfg_key *k = keys; k && k->name; k++)
-		if (!strcmp(k->name, name))
-			return k;
-	return NULL;
-}
 
 /* Memory ran short while the file was read: that says nothing about the
  * file, so it must never look like a verdict on it. */
@@ -413,64 +185,6 @@ static int oom(struct parser_state *ps)
 	return -ENOMEM;
 }
 
-/* Edit distance (insertions, deletions, changes, swaps of neighbours),
- * ignoring case; names longer than 63 bytes are never close. */
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b), d[64][64];
-
-	if (la >= 64 || lb >= 64)
-		return SIZE_MAX;
-	for (size_t i = 0; i <= la; i++)
-		d[i][0] = i;
-	for (size_t j = 0; j <= lb; j++)
-		d[0][j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		for (size_t j = 1; j <= lb; j++) {
-			size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
-			size_t best = d[i - 1][j - 1] + cost;
-
-			if (d[i - 1][j] + 1 < best)
-				best = d[i - 1][j] + 1;
-			if (d[i][j - 1] + 1 < best)
-				best = d[i][j - 1] + 1;
-			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-			    d[i - 2][j - 2] + 1 < best)
-				best = d[i - 2][j - 2] + 1;
-			d[i][j] = best;
-		}
-	}
-	return d[la][lb];
-}
-
-/* Is name a plausible misspelling of want? One slip in a short name, two
- * in a longer one. */
-static bool close_to(const char *name, const char *want)
-{
-	size_t d = edit_distance(name, want);
-
-	return d <= (strlen(want) > 6 ? 2u : 1u);
-}
-
-/* The key of these tables that name most likely meant, or NULL. */
-static const char *suggest_key(const char *name, const struct cfg_key *a, const struct cfg_key *b)
-{
-	const struct cfg_key *tables[] = { a, b };
-	const char *best = NULL;
-	size_t best_d = SIZE_MAX;
-
-	for (size_t t = 0; t < 2; t++) {
-		for (const struct cfg_key *k = tables[t]; k && k->name; k++) {
-			size_t d = edit_distance(name, k->name);
-
-			if (d < best_d && close_to(name, k->name)) {
-				best = k->name;
-				best_d = d;
-			}
-		}
-	}
-	return best;
-}
 
 static const char *section_title(const struct section *s, char *out, size_t len)
 {
@@ -484,7 +198,7 @@ static int apply(struct parser_state *ps, struct section *s, const struct cfg_ke
 	char msg[256], title[96];
 
 	for (size_t i = 0; i < s->n; i++) {
-		const struct cfg_key *k = find_key(keys, s->e[i].key);
+		const struct cfg_key *k = cfg_find_key(keys, s->e[i].key);
 		int rc;
 
 		if (!k)
@@ -501,7 +215,7 @@ static int apply(struct parser_state *ps, struct section *s, const struct cfg_ke
 			continue;
 		/* "drivr = tail" is why 'driver' is missing: name the typo. */
 		for (size_t i = 0; i < s->n; i++) {
-			if (!find_key(keys, s->e[i].key) && close_to(s->e[i].key, k->name))
+			if (!cfg_find_key(keys, s->e[i].key) && cfg_close_to(s->e[i].key, k->name))
 				return fail(ps, s->e[i].line,
 					    "unknown key '%s' in %s (did you mean '%s'?): the required "
 					    "key '%s' is missing", s->e[i].key,
@@ -524,7 +238,7 @@ static int check_unused(struct parser_state *ps, const struct section *s, const 
 
 		if (s->e[i].used)
 			continue;
-		near = suggest_key(s->e[i].key, a, b);
+		near = cfg_suggest(s->e[i].key, a, b);
 		section_title(s, title, sizeof(title));
 		if (near)
 			return fail(ps, s->e[i].line, "unknown key '%s' in %s (did you mean '%s'?)",
@@ -608,7 +322,7 @@ static int fail_validate(struct parser_state *ps, const struct section *s, const
 			n++;
 		}
 		name[n] = '\0';
-		if (n && (find_key(generic, name) || find_key(keys, name))) {
+		if (n && (cfg_find_key(generic, name) || cfg_find_key(keys, name))) {
 			if (p != msg && !strncmp(p + n, "': ", 3))
 				body = p + n + 3;
 			return fail(ps, entry_line(s, name), "%s key '%s': %s", title, name, body);
@@ -672,7 +386,7 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 	*tail = in;
 	c->n_inputs++;
 	in->name = xstrdup(s->name);
-	if (!in->name || cfg_defaults(input_keys, in))
+	if (!in->name || cfg_defaults(config_input_keys, in))
 		return oom(ps);
 	for (int i = 0; driver_registry[i]; i++)
 		add_known(&ti, driver_registry[i]->name);
@@ -683,7 +397,7 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 		ti.validate = d->validate;
 	}
 	in->drv_type = d;
-	rc = load_typed(ps, s, input_keys, in, &ti, &in->drv);
+	rc = load_typed(ps, s, config_input_keys, in, &ti, &in->drv);
 	if (rc)
 		return rc;
 	if (!in->stream && !(in->stream = xstrdup(in->name)))
@@ -709,7 +423,7 @@ static int load_output(struct parser_state *ps, struct config *c, struct section
 	*tail = o;
 	c->n_outputs++;
 	o->name = xstrdup(s->name);
-	if (!o->name || cfg_defaults(output_keys, o))
+	if (!o->name || cfg_defaults(config_output_keys, o))
 		return oom(ps);
 	for (int i = 0; output_types[i]; i++)
 		add_known(&ti, output_types[i]->name);
@@ -720,7 +434,7 @@ static int load_output(struct parser_state *ps, struct config *c, struct section
 		ti.validate = t->validate;
 	}
 	o->out_type = t;
-	return load_typed(ps, s, output_keys, o, &ti, &o->typ);
+	return load_typed(ps, s, config_output_keys, o, &ti, &o->typ);
 }
 
 /* [agent] id and state_dir, checked where they are set. */
@@ -872,7 +586,7 @@ static int parse_sections(struct parser_state *ps, char *text, struct section **
 				const char *near = NULL;
 
 				for (int i = 0; kinds[i] && !near; i++)
-					if (close_to(kind, kinds[i]))
+					if (cfg_close_to(kind, kinds[i]))
 						near = kinds[i];
 				if (near)
 					rc = fail(ps, lineno, "unknown section [%s] (did you mean [%s%s]?)", kind,
@@ -975,7 +689,7 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 	}
 	hash_hex(text, len, c->hash);
 	c->path = xstrdup(name);
-	if (!c->path || cfg_defaults(agent_keys, &c->agent) || cfg_defaults(queue_keys, &c->queue)) {
+	if (!c->path || cfg_defaults(config_agent_keys, &c->agent) || cfg_defaults(config_queue_keys, &c->queue)) {
 		rc = -ENOMEM;
 		goto out_free;
 	}
@@ -986,16 +700,16 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 		struct section *s = &secs[i];
 
 		if (!strcmp(s->kind, "agent")) {
-			rc = apply(&ps, s, agent_keys, &c->agent);
+			rc = apply(&ps, s, config_agent_keys, &c->agent);
 			if (!rc)
-				rc = check_unused(&ps, s, agent_keys, NULL, "");
+				rc = check_unused(&ps, s, config_agent_keys, NULL, "");
 			if (!rc)
 				rc = check_agent(&ps, s, &c->agent);
 			agent_sec = s;
 		} else if (!strcmp(s->kind, "queue")) {
-			rc = apply(&ps, s, queue_keys, &c->queue);
+			rc = apply(&ps, s, config_queue_keys, &c->queue);
 			if (!rc)
-				rc = check_unused(&ps, s, queue_keys, NULL, "");
+				rc = check_unused(&ps, s, config_queue_keys, NULL, "");
 		} else if (!strcmp(s->kind, "input")) {
 			rc = load_input(&ps, c, s);
 		} else {
@@ -1138,7 +852,7 @@ int config_peek_agent(const char *path, struct agent_conf *ac)
 	rc = read_config_file(path, &text, &len, err, sizeof(err));
 	if (rc)
 		return rc;
-	rc = cfg_defaults(agent_keys, ac);
+	rc = cfg_defaults(config_agent_keys, ac);
 	if (!rc && memchr(text, '\0', len))
 		rc = -EINVAL;
 	if (!rc)
@@ -1147,7 +861,7 @@ int config_peek_agent(const char *path, struct agent_conf *ac)
 		/* Bad values elsewhere do not matter here; a bad one in
 		 * [agent] leaves that key at its default. */
 		for (size_t j = 0; !strcmp(secs[i].kind, "agent") && j < secs[i].n; j++) {
-			const struct cfg_key *k = find_key(agent_keys, secs[i].e[j].key);
+			const struct cfg_key *k = cfg_find_key(config_agent_keys, secs[i].e[j].key);
 
 			if (k && cfg_set(k, ac, secs[i].e[j].value, err, sizeof(err)) == -ENOMEM)
 				rc = -ENOMEM;
@@ -1158,13 +872,13 @@ int config_peek_agent(const char *path, struct agent_conf *ac)
 	xfree(secs);
 	xfree(text);
 	if (rc)
-		cfg_release(agent_keys, ac);
+		cfg_release(config_agent_keys, ac);
 	return rc;
 }
 
 void config_agent_release(struct agent_conf *ac)
 {
-	cfg_release(agent_keys, ac);
+	cfg_release(config_agent_keys, ac);
 }
 
 void config_free(struct config *c)
@@ -1178,7 +892,7 @@ void config_free(struct config *c)
 		if (in->drv_type)
 			cfg_release(in->drv_type->conf_keys, in->drv);
 		xfree(in->drv);
-		cfg_release(input_keys, in);
+		cfg_release(config_input_keys, in);
 		xfree(in->name);
 		xfree(in);
 	}
@@ -1189,127 +903,13 @@ void config_free(struct config *c)
 		if (o->out_type)
 			cfg_release(o->out_type->conf_keys, o->typ);
 		xfree(o->typ);
-		cfg_release(output_keys, o);
+		cfg_release(config_output_keys, o);
 		xfree(o->name);
 		xfree(o);
 	}
-	cfg_release(agent_keys, &c->agent);
-	cfg_release(queue_keys, &c->queue);
+	cfg_release(config_agent_keys, &c->agent);
+	cfg_release(config_queue_keys, &c->queue);
 	xfree(c->path);
 	xfree(c);
 }
 
-static void print_comment(FILE *f, const char *h)
-{
-	while (*h) {
-		int n = 0, last = 0;
-
-		while (n < 74 && h[n]) {
-			if (h[n] == ' ')
-				last = n;
-			n++;
-		}
-		if (h[n] && last)
-			n = last;
-		fprintf(f, "# %.*s\n", n, h);
-		h += n;
-		while (*h == ' ')
-			h++;
-	}
-}
-
-static const char *type_name(const struct cfg_key *k)
-{
-	switch (k->type) {
-	case CFG_SIZE: return "size";
-	case CFG_DURATION: return "duration";
-	case CFG_ENUM: return "enum";
-	default: return type_hint(k->type);
-	}
-}
-
-static void print_keys(FILE *f, const struct cfg_key *keys, bool md, const char *skip)
-{
-	for (const struct cfg_key *k = keys; k && k->name; k++) {
-		if (skip && !strcmp(k->name, skip))
-			continue;
-		if (md) {
-			fprintf(f, "| `%s` | %s", k->name, type_name(k));
-			if (k->type == CFG_ENUM) {
-				fprintf(f, ": ");
-				for (int i = 0; k->enums[i]; i++)
-					fprintf(f, "%s`%s`", i ? ", " : "", k->enums[i]);
-			}
-			fprintf(f, " | %s | %s |\n", k->required ? "**required**" : k->def ? k->def : "(see text)",
-				k->help);
-			continue;
-		}
-		fprintf(f, "\n");
-		print_comment(f, k->help);
-		if (k->required)
-			fprintf(f, "%s = %s\n", k->name, k->example ? k->example : "");
-		else
-			fprintf(f, "#%s = %s\n", k->name, k->def ? k->def : k->example ? k->example : "");
-	}
-}
-
-static void print_section(FILE *f, const char *title, const char *intro, const struct cfg_key *keys)
-{
-	fprintf(f, "\n### %s\n\n%s\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n",
-		title, intro);
-	print_keys(f, keys, true, NULL);
-}
-
-static void print_markdown(FILE *f)
-{
-	char title[96];
-
-	print_section(f, "[agent]", "Who this agent is and where it keeps its state.", agent_keys);
-	print_section(f, "[queue]", "The durable on-disk queue every accepted record is kept in.", queue_keys);
-	print_section(f, "[input NAME]", "Keys every input has, whatever its driver.", input_keys);
-	for (int i = 0; driver_registry[i]; i++) {
-		snprintf(title, sizeof(title), "driver = %s", driver_registry[i]->name);
-		print_section(f, title, driver_registry[i]->help, driver_registry[i]->conf_keys);
-	}
-	print_section(f, "[output NAME]", "Keys every output has, whatever its type.", output_keys);
-	for (int i = 0; output_types[i]; i++) {
-		snprintf(title, sizeof(title), "type = %s", output_types[i]->name);
-		print_section(f, title, output_types[i]->help, output_types[i]->conf_keys);
-	}
-}
-
-/* A loadable example: every key with its help, defaults commented out,
- * one input of the first driver and one output of the first type. */
-static void print_example(FILE *f)
-{
-	const struct driver *d = driver_registry[0];
-	const struct output_type *t = output_types[0];
-
-	fprintf(f, "# agentd configuration: every key, with its default commented out.\n"
-		   "# Sizes take KiB/MiB/GiB, durations ms/s/m/h, booleans true/false,\n"
-		   "# yes/no or on/off. Validate with\n"
-		   "#   agentd --check-config FILE\n\n[agent]\n");
-	print_keys(f, agent_keys, false, NULL);
-	fprintf(f, "\n[queue]\n");
-	print_keys(f, queue_keys, false, NULL);
-	fprintf(f, "\n# One section per input; NAME is the default stream name.\n[input sensors]\n");
-	print_comment(f, input_keys[0].help);
-	fprintf(f, "driver = %s\n", d->name);
-	print_keys(f, input_keys, false, "driver");
-	fprintf(f, "\n# Keys of driver = %s: %s\n", d->name, d->help);
-	print_keys(f, d->conf_keys, false, NULL);
-	fprintf(f, "\n# One section per output.\n[output lake]\n");
-	print_comment(f, output_keys[0].help);
-	fprintf(f, "type = %s\n", t->name);
-	print_keys(f, output_keys, false, "type");
-	fprintf(f, "\n# Keys of type = %s: %s\n", t->name, t->help);
-	print_keys(f, t->conf_keys, false, NULL);
-}
-
-void config_print_reference(FILE *f, bool md)
-{
-	if (md)
-		print_markdown(f);
-	else
-		print_example(f);
-}
