@@ -135,7 +135,9 @@ const struct cfg_key config_output_keys[] = {
 };
 
 struct entry {
-	const char *key, *value;
+	const char *key;
+	const char *value;      /* trimmed, unquoted, without a trailing comment */
+	const char *raw;        /* the text after '=' as written: a table's row */
 	int line;
 	bool used;
 };
@@ -155,6 +157,7 @@ struct parser_state {
 };
 
 static const char *entry_value(const struct section *s, const char *key);
+static const struct entry *find_entry(const struct section *s, const char *key);
 static int fail(struct parser_state *ps, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -188,22 +191,35 @@ static int oom(struct parser_state *ps)
 
 static const char *section_title(const struct section *s, char *out, size_t len)
 {
-	snprintf(out, len, "[%s%s%s]", s->kind, s->name[0] ? " " : "", s->name);
+	if (!s->kind[0]) /* cfg_parse_section()'s body without a header */
+		snprintf(out, len, "the section");
+	else
+		snprintf(out, len, "[%s%s%s]", s->kind, s->name[0] ? " " : "", s->name);
 	return out;
 }
 
 /* Apply every entry of s that the table knows; mark it used. */
 static int apply(struct parser_state *ps, struct section *s, const struct cfg_key *keys, void *base)
 {
-	char msg[256], title[96];
+	char msg[512], title[96];
 
 	for (size_t i = 0; i < s->n; i++) {
 		const struct cfg_key *k = cfg_find_key(keys, s->e[i].key);
+		const struct entry *first;
+		bool multi;
 		int rc;
 
 		if (!k)
 			continue;
-		rc = cfg_set(k, base, s->e[i].value, msg, sizeof(msg));
+		multi = k->type == CFG_LIST || k->type == CFG_TABLE;
+		first = find_entry(s, k->name);
+		if (first != &s->e[i] && !multi)
+			return fail(ps, s->e[i].line, "key '%s' set twice (first on line %d)", k->name,
+				    first->line);
+		/* The lines of a list or table replace its default. */
+		if (first == &s->e[i] && multi)
+			cfg_release_key(k, base);
+		rc = cfg_set(k, base, k->type == CFG_TABLE ? s->e[i].raw : s->e[i].value, msg, sizeof(msg));
 		if (rc == -ENOMEM)
 			return oom(ps);
 		if (rc)
@@ -487,7 +503,7 @@ static char *clean_value(char *v, bool *bad_quote)
 	return v;
 }
 
-static int add_entry(struct section *s, const char *k, const char *v, int line)
+static int add_entry(struct section *s, const char *k, const char *v, const char *raw, int line)
 {
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? s->cap * 2 : 16;
@@ -498,7 +514,7 @@ static int add_entry(struct section *s, const char *k, const char *v, int line)
 		s->e = e;
 		s->cap = cap;
 	}
-	s->e[s->n++] = (struct entry){ k, v, line, false };
+	s->e[s->n++] = (struct entry){ k, v, raw, line, false };
 	return 0;
 }
 
@@ -515,13 +531,45 @@ static void hash_hex(const char *text, size_t len, char out[65])
 		snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
-static int parse_sections(struct parser_state *ps, char *text, struct section **out, size_t *nout)
+/* A text split into sections. Keys and raw values point into the text,
+ * cleaned values into vals, a buffer of the text's size. */
+struct sections {
+	struct section *s;
+	size_t n;
+	char *vals;
+};
+
+static void sections_release(struct sections *ss)
+{
+	for (size_t i = 0; i < ss->n; i++)
+		xfree(ss->s[i].e);
+	xfree(ss->s);
+	xfree(ss->vals);
+	*ss = (struct sections){ NULL, 0, NULL };
+}
+
+/* Split text (modified in place) into sections of entries. The same key
+ * may come on several lines: whether it may is known only once the section's
+ * key table is, in apply(). A body is the lines of one section without its
+ * header (cfg_parse_section()). */
+static int parse_sections(struct parser_state *ps, char *text, bool body, struct sections *out)
 {
 	struct section *secs = NULL;
 	size_t n = 0, cap = 0;
-	char *line = text, *next;
+	char *line = text, *next, *vals;
 	int lineno = 0, rc = 0;
 
+	vals = xmalloc(strlen(text) + 1);
+	if (!vals)
+		return -ENOMEM;
+	if (body) {
+		secs = xcalloc(1, sizeof(*secs));
+		if (!secs) {
+			rc = -ENOMEM;
+			goto out_free;
+		}
+		n = cap = 1;
+	}
 	for (; line; line = next) {
 		char *p, *eq;
 		bool badq = false;
@@ -543,6 +591,10 @@ static int parse_sections(struct parser_state *ps, char *text, struct section **
 			p++;
 		if (!*p || *p == '#' || *p == ';')
 			continue;
+		if (*p == '[' && body) {
+			rc = fail(ps, lineno, "a section header where only the keys of one section may be");
+			goto out_free;
+		}
 		if (*p == '[') {
 			char *close = strchr(p, ']'), *rest, kind[16] = "", name[64] = "";
 			int fields;
@@ -627,12 +679,15 @@ static int parse_sections(struct parser_state *ps, char *text, struct section **
 			goto out_free;
 		}
 		{
-			char *k = p, *ke = eq, *v;
+			char *k = p, *ke = eq, *v, *raw = eq + 1;
 
 			while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t'))
 				ke--;
 			*ke = '\0';
-			v = clean_value(eq + 1, &badq);
+			while (*raw == ' ' || *raw == '\t')
+				raw++;
+			v = strcpy(vals + (raw - text), raw);
+			v = clean_value(v, &badq);
 			if (badq) {
 				rc = fail(ps, lineno, "key '%s': unbalanced or misplaced quote", k);
 				goto out_free;
@@ -645,26 +700,19 @@ static int parse_sections(struct parser_state *ps, char *text, struct section **
 				rc = fail(ps, lineno, "key '%s' before any [section]", k);
 				goto out_free;
 			}
-			for (size_t i = 0; i < secs[n - 1].n; i++) {
-				if (!strcmp(secs[n - 1].e[i].key, k)) {
-					rc = fail(ps, lineno, "key '%s' set twice (first on line %d)", k,
-						  secs[n - 1].e[i].line);
-					goto out_free;
-				}
-			}
-			if (add_entry(&secs[n - 1], k, v, lineno)) {
+			if (add_entry(&secs[n - 1], k, v, raw, lineno)) {
 				rc = -ENOMEM;
 				goto out_free;
 			}
 		}
 	}
-	*out = secs;
-	*nout = n;
+	*out = (struct sections){ secs, n, vals };
 	return 0;
 out_free:
 	for (size_t i = 0; i < n; i++)
 		xfree(secs[i].e);
 	xfree(secs);
+	xfree(vals);
 	return rc;
 }
 
@@ -672,9 +720,9 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 		 size_t errlen)
 {
 	struct parser_state ps = { name, err, errlen };
-	struct section *secs = NULL, *agent_sec = NULL, no_sec = { .line = 0 };
+	struct section *agent_sec = NULL, no_sec = { .line = 0 };
+	struct sections ss = { NULL, 0, NULL };
 	struct config *c;
-	size_t nsec = 0;
 	char *copy;
 	int rc;
 
@@ -693,11 +741,11 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 		rc = -ENOMEM;
 		goto out_free;
 	}
-	rc = parse_sections(&ps, copy, &secs, &nsec);
+	rc = parse_sections(&ps, copy, false, &ss);
 	if (rc)
 		goto out_free;
-	for (size_t i = 0; i < nsec && !rc; i++) {
-		struct section *s = &secs[i];
+	for (size_t i = 0; i < ss.n && !rc; i++) {
+		struct section *s = &ss.s[i];
 
 		if (!strcmp(s->kind, "agent")) {
 			rc = apply(&ps, s, config_agent_keys, &c->agent);
@@ -757,11 +805,39 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 out_free:
 	if (rc == -ENOMEM)
 		oom(&ps);
-	for (size_t i = 0; i < nsec; i++)
-		xfree(secs[i].e);
-	xfree(secs);
+	sections_release(&ss);
 	xfree(copy);
 	config_free(c);
+	return rc;
+}
+
+int cfg_parse_section(const struct cfg_key *keys, void *base, const char *text, const char *name,
+		      char *err, size_t errlen)
+{
+	struct parser_state ps = { name, err, errlen };
+	struct sections ss = { NULL, 0, NULL };
+	char *copy;
+	int rc;
+
+	err[0] = '\0';
+	copy = xstrdup(text);
+	if (!copy)
+		return oom(&ps);
+	rc = cfg_defaults(keys, base);
+	if (rc == -EINVAL)
+		rc = fail(&ps, 0, "the built-in defaults of the key table are invalid");
+	if (!rc)
+		rc = parse_sections(&ps, copy, true, &ss);
+	if (!rc)
+		rc = apply(&ps, &ss.s[0], keys, base);
+	if (!rc)
+		rc = check_unused(&ps, &ss.s[0], keys, NULL, "");
+	if (rc == -ENOMEM)
+		oom(&ps);
+	if (rc)
+		cfg_release(keys, base);
+	sections_release(&ss);
+	xfree(copy);
 	return rc;
 }
 
@@ -842,8 +918,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 int config_peek_agent(const char *path, struct agent_conf *ac)
 {
 	struct parser_state ps;
-	struct section *secs = NULL;
-	size_t nsec = 0, len;
+	struct sections ss = { NULL, 0, NULL };
+	size_t len;
 	char *text = NULL, err[256];
 	int rc;
 
@@ -856,20 +932,23 @@ int config_peek_agent(const char *path, struct agent_conf *ac)
 	if (!rc && memchr(text, '\0', len))
 		rc = -EINVAL;
 	if (!rc)
-		rc = parse_sections(&ps, text, &secs, &nsec);
-	for (size_t i = 0; !rc && i < nsec; i++) {
-		/* Bad values elsewhere do not matter here; a bad one in
-		 * [agent] leaves that key at its default. */
-		for (size_t j = 0; !strcmp(secs[i].kind, "agent") && j < secs[i].n; j++) {
-			const struct cfg_key *k = cfg_find_key(config_agent_keys, secs[i].e[j].key);
+		rc = parse_sections(&ps, text, false, &ss);
+	for (size_t i = 0; !rc && i < ss.n; i++) {
+		const struct section *s = &ss.s[i];
 
-			if (k && cfg_set(k, ac, secs[i].e[j].value, err, sizeof(err)) == -ENOMEM)
+		/* Bad values elsewhere do not matter here; a bad one in
+		 * [agent], or one set twice, leaves that key at its default. */
+		for (size_t j = 0; !strcmp(s->kind, "agent") && j < s->n; j++) {
+			const struct cfg_key *k = cfg_find_key(config_agent_keys, s->e[j].key);
+			bool twice = false;
+
+			for (size_t o = 0; o < s->n; o++)
+				twice |= o != j && !strcmp(s->e[o].key, s->e[j].key);
+			if (k && !twice && cfg_set(k, ac, s->e[j].value, err, sizeof(err)) == -ENOMEM)
 				rc = -ENOMEM;
 		}
 	}
-	for (size_t i = 0; i < nsec; i++)
-		xfree(secs[i].e);
-	xfree(secs);
+	sections_release(&ss);
 	xfree(text);
 	if (rc)
 		cfg_release(config_agent_keys, ac);

@@ -23,7 +23,15 @@ const struct cfg_key *cfg_find_key(const struct cfg_key *keys, const char *name)
 bool cfg_close_to(const char *name, const char *want);
 /* The key of these tables (b may be NULL) that name most likely meant, or NULL. */
 const char *cfg_suggest(const char *name, const struct cfg_key *a, const struct cfg_key *b);
+/* Release what one key's member of base owns (see cfg_release()). */
+void cfg_release_key(const struct cfg_key *k, void *base);
 /* What a value of this type looks like, for messages ("integer", ...). */
 const char *cfg_type_hint(enum cfg_type t);
+
+/* The reference of one key table (config_ref.c): a markdown section (its
+ * keys, then the columns of each table key), or the keys of a commented
+ * example config, skipping the key called skip (NULL: none). */
+void cfg_print_section_md(FILE *f, const char *title, const char *intro, const struct cfg_key *keys);
+void cfg_print_keys_conf(FILE *f, const struct cfg_key *keys, const char *skip);
 
 #endif

@@ -86,6 +86,8 @@ const char *cfg_type_hint(enum cfg_type t)
 	case CFG_DURATION: return "duration (e.g. 250ms, 5s, 2m, 1h)";
 	case CFG_BOOL: return "boolean (true/false, yes/no, on/off)";
 	case CFG_ENUM: return "one of";
+	case CFG_LIST: return "list";
+	case CFG_TABLE: return "table";
 	}
 	return "value";
 }
@@ -122,7 +124,7 @@ static bool is_word(const char *v, const char *const *words)
 	return false;
 }
 
-int cfg_set(const struct cfg_key *k, void *base, const char *v, char *err, size_t errlen)
+static int set_scalar(const struct cfg_key *k, void *base, const char *v, char *err, size_t errlen)
 {
 	static const char *const yes[] = { "true", "yes", "on", "1", NULL };
 	static const char *const no[] = { "false", "no", "off", "0", NULL };
@@ -179,6 +181,9 @@ int cfg_set(const struct cfg_key *k, void *base, const char *v, char *err, size_
 	case CFG_DURATION:
 		rc = parse_scaled(v, duration_units, false, &x);
 		break;
+	case CFG_LIST:
+	case CFG_TABLE:
+		return -EINVAL; /* cfg_set() parses these */
 	}
 	if (rc == -EINVAL) {
 		snprintf(err, errlen, "'%s' is not a valid %s", v, cfg_type_hint(k->type));
@@ -204,6 +209,208 @@ int cfg_set(const struct cfg_key *k, void *base, const char *v, char *err, size_
 	return 0;
 }
 
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* The next comma-separated item of a list value: [*s, *e) trimmed; returns
+ * where the one after it starts, or NULL after the last. */
+static const char *list_item(const char *p, const char **s, const char **e)
+{
+	const char *end = strchr(p, ',');
+
+	if (!end)
+		end = p + strlen(p);
+	*s = p;
+	*e = end;
+	while (*s < *e && is_blank(**s))
+		(*s)++;
+	while (*e > *s && is_blank((*e)[-1]))
+		(*e)--;
+	return *end ? end + 1 : NULL;
+}
+
+static int set_list(const struct cfg_key *k, void *base, const char *v, char *err, size_t errlen)
+{
+	struct cfg_list *l = (struct cfg_list *)((char *)base + k->offset);
+	const char *p, *s, *e;
+	size_t items = 0;
+	char **nv;
+
+	/* Check every item before taking any: on an error the list is as it was. */
+	for (p = v; p; items++) {
+		p = list_item(p, &s, &e);
+		if (s == e) {
+			if (!p && !items)
+				snprintf(err, errlen, "no value: a list needs at least one item");
+			else
+				snprintf(err, errlen, "'%s' has an empty item: items are separated by single commas",
+					 v);
+			return -EINVAL;
+		}
+	}
+	nv = xrealloc(l->v, (l->n + items) * sizeof(*nv));
+	if (!nv)
+		return -ENOMEM;
+	l->v = nv;
+	p = v;
+	for (size_t i = 0; i < items; i++) {
+		p = list_item(p, &s, &e);
+		nv[l->n + i] = xstrndup(s, (size_t)(e - s));
+		if (!nv[l->n + i]) {
+			while (i--)
+				xfree(nv[l->n + i]);
+			return -ENOMEM;
+		}
+	}
+	l->n += items;
+	return 0;
+}
+
+/* Fill row from the words `col=value` of s (modified in place). */
+static int parse_row(const struct cfg_key *cols, void *row, char *s, char *err, size_t errlen)
+{
+	uint64_t given = 0;
+	size_t words = 0, ncols = 0;
+	char msg[256];
+
+	for (const struct cfg_key *c = cols; c->name; c++)
+		ncols++;
+	if (ncols > 64) {
+		snprintf(err, errlen, "a table has at most 64 columns");
+		return -EINVAL;
+	}
+	for (;;) {
+		const struct cfg_key *c;
+		char *name, *val;
+		int rc;
+
+		while (is_blank(*s))
+			s++;
+		if (!*s || *s == '#')
+			break;
+		name = s;
+		while (*s && *s != '=' && !is_blank(*s))
+			s++;
+		if (*s != '=' || s == name) {
+			while (*s && !is_blank(*s))
+				s++;
+			*s = '\0';
+			snprintf(err, errlen, "'%s' is not column=value: a row is words column=value "
+				 "separated by blanks", name);
+			return -EINVAL;
+		}
+		*s++ = '\0';
+		if (*s == '"') {
+			char *q = strchr(s + 1, '"');
+
+			if (!q) {
+				snprintf(err, errlen, "column '%s': a quote is not closed", name);
+				return -EINVAL;
+			}
+			val = s + 1;
+			*q = '\0';
+			s = q + 1;
+			if (*s && !is_blank(*s)) {
+				snprintf(err, errlen, "column '%s': text right after the closing quote", name);
+				return -EINVAL;
+			}
+		} else {
+			val = s;
+			while (*s && !is_blank(*s))
+				s++;
+		}
+		if (*s)
+			*s++ = '\0';
+		c = cfg_find_key(cols, name);
+		if (!c) {
+			const char *near = cfg_suggest(name, cols, NULL);
+			size_t n;
+
+			if (near) {
+				snprintf(err, errlen, "unknown column '%s' (did you mean '%s'?)", name, near);
+				return -EINVAL;
+			}
+			n = (size_t)snprintf(err, errlen, "unknown column '%s' (columns:", name);
+			for (c = cols; c->name && n < errlen; c++)
+				n += (size_t)snprintf(err + n, errlen - n, "%s %s", c == cols ? "" : ",", c->name);
+			if (n < errlen)
+				snprintf(err + n, errlen - n, ")");
+			return -EINVAL;
+		}
+		if (given & (1ULL << (c - cols))) {
+			snprintf(err, errlen, "column '%s' is given twice in the row", name);
+			return -EINVAL;
+		}
+		given |= 1ULL << (c - cols);
+		words++;
+		/* A list column of the row replaces its default. */
+		if (c->type == CFG_LIST)
+			cfg_release_key(c, row);
+		rc = cfg_set(c, row, val, msg, sizeof(msg));
+		if (rc == -ENOMEM)
+			return rc;
+		if (rc) {
+			snprintf(err, errlen, "column '%s': %s", c->name, msg);
+			return -EINVAL;
+		}
+	}
+	if (!words) {
+		snprintf(err, errlen, "an empty row: a row is words column=value separated by blanks");
+		return -EINVAL;
+	}
+	for (const struct cfg_key *c = cols; c->name; c++) {
+		if (c->required && !(given & (1ULL << (c - cols)))) {
+			snprintf(err, errlen, "missing required column '%s'", c->name);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int set_row(const struct cfg_key *k, void *base, const char *v, char *err, size_t errlen)
+{
+	struct cfg_table *t = (struct cfg_table *)((char *)base + k->offset);
+	char *copy, *row;
+	void *rows;
+	int rc;
+
+	rows = xrealloc(t->rows, (t->n + 1) * k->row_size);
+	if (!rows)
+		return -ENOMEM;
+	t->rows = rows;
+	row = (char *)rows + t->n * k->row_size;
+	memset(row, 0, k->row_size);
+	copy = xstrdup(v);
+	if (!copy)
+		return -ENOMEM;
+	rc = cfg_defaults(k->cols, row);
+	if (rc == -EINVAL)
+		snprintf(err, errlen, "a built-in default of the table's columns is invalid");
+	if (!rc)
+		rc = parse_row(k->cols, row, copy, err, errlen);
+	xfree(copy);
+	if (rc) {
+		cfg_release(k->cols, row);
+		return rc;
+	}
+	t->n++;
+	return 0;
+}
+
+int cfg_set(const struct cfg_key *k, void *base, const char *v, char *err, size_t errlen)
+{
+	switch (k->type) {
+	case CFG_LIST:
+		return set_list(k, base, v, err, errlen);
+	case CFG_TABLE:
+		return set_row(k, base, v, err, errlen);
+	default:
+		return set_scalar(k, base, v, err, errlen);
+	}
+}
+
 int cfg_defaults(const struct cfg_key *keys, void *base)
 {
 	char err[128];
@@ -224,18 +431,44 @@ int cfg_defaults(const struct cfg_key *keys, void *base)
 	return 0;
 }
 
+void cfg_release_key(const struct cfg_key *k, void *base)
+{
+	char *p = (char *)base + k->offset;
+
+	switch (k->type) {
+	case CFG_STR:
+		xfree(*(char **)p);
+		*(char **)p = NULL;
+		break;
+	case CFG_LIST: {
+		struct cfg_list *l = (struct cfg_list *)p;
+
+		for (size_t i = 0; i < l->n; i++)
+			xfree(l->v[i]);
+		xfree(l->v);
+		*l = (struct cfg_list){ NULL, 0 };
+		break;
+	}
+	case CFG_TABLE: {
+		struct cfg_table *t = (struct cfg_table *)p;
+
+		for (size_t i = 0; i < t->n; i++)
+			cfg_release(k->cols, (char *)t->rows + i * k->row_size);
+		xfree(t->rows);
+		*t = (struct cfg_table){ NULL, 0 };
+		break;
+	}
+	default:
+		break;
+	}
+}
+
 void cfg_release(const struct cfg_key *keys, void *base)
 {
 	if (!base)
 		return;
-	for (const struct cfg_key *k = keys; k && k->name; k++) {
-		if (k->type == CFG_STR) {
-			char **p = (char **)((char *)base + k->offset);
-
-			xfree(*p);
-			*p = NULL;
-		}
-	}
+	for (const struct cfg_key *k = keys; k && k->name; k++)
+		cfg_release_key(k, base);
 }
 
 const struct cfg_key *cfg_find_key(const struct cfg_key *keys, const char *name)
