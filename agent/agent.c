@@ -47,7 +47,8 @@ void agent_kick_outputs(struct agent *a)
 }
 
 /* Runs from the loop, never inside a driver's call: first stop every
- * input, a second later start them again from their durable positions. */
+ * input that re-reads its source, a second later start those again from
+ * their durable positions, and replay or tell the others. */
 static int64_t restart_cb(struct loop_timer *t)
 {
 	struct agent *a = container_of(t, struct agent, restart_timer);
@@ -55,16 +56,26 @@ static int64_t restart_cb(struct loop_timer *t)
 
 	if (a->stopping)
 		return -1;
-	for (size_t i = 0; i < a->n_inputs; i++)
-		stopped |= input_running(a->inputs[i]);
-	if (stopped) {
-		for (size_t i = 0; i < a->n_inputs; i++)
+	for (size_t i = 0; i < a->n_inputs; i++) {
+		if (input_rereads(a->inputs[i]) && input_running(a->inputs[i])) {
 			input_stop(a->inputs[i]);
+			stopped = true;
+		}
+	}
+	/* A second before records are taken again: a disk that stays full
+	 * costs one attempt a second, whatever kind the inputs are. */
+	if (stopped || !a->restart_waited) {
+		a->restart_waited = true;
 		return 1000;
 	}
+	a->restart_waited = false;
 	a->inputs_suspended = false;
-	for (size_t i = 0; i < a->n_inputs; i++)
-		input_start(a->inputs[i]);
+	for (size_t i = 0; i < a->n_inputs; i++) {
+		if (input_rereads(a->inputs[i]))
+			input_start(a->inputs[i]);
+		else
+			input_recover(a->inputs[i]);
+	}
 	return -1;
 }
 
@@ -79,8 +90,10 @@ static void restart_inputs(struct agent *a, int err)
 	snprintf(why, sizeof(why), "queue commit failed (%s): reading again from the last saved "
 		 "position in a second", strerror(-err));
 	a->inputs_suspended = true;
-	for (size_t i = 0; i < a->n_inputs; i++)
+	for (size_t i = 0; i < a->n_inputs; i++) {
+		input_commit_failed(a->inputs[i]);
 		input_suspend(a->inputs[i], why);
+	}
 	loop_timer_set(a->loop, &a->restart_timer, 0);
 }
 
@@ -98,6 +111,8 @@ static int agent_commit(struct agent *a)
 		restart_inputs(a, rc);
 		return rc;
 	}
+	for (size_t i = 0; i < a->n_inputs; i++)
+		input_committed(a->inputs[i]);
 	rc = queue_enforce_budget(a->q);
 	if (!rc && queue_pending(a->q))
 		rc = queue_commit(a->q);
@@ -257,16 +272,21 @@ static void notify_ready(struct agent *a)
 	sdnotify_send(&a->sd, msg);
 }
 
+void agent_init_timers(struct agent *a)
+{
+	a->commit_timer.cb = commit_timer_cb;
+	a->tick_timer.cb = tick_cb;
+	a->reload_timer.cb = reload_cb;
+	a->restart_timer.cb = restart_cb;
+}
+
 int agent_start(struct agent *a, struct config *c)
 {
 	int rc;
 
 	a->cfg = c;
 	a->start_mono_ms = loop_now_ms();
-	a->commit_timer.cb = commit_timer_cb;
-	a->tick_timer.cb = tick_cb;
-	a->reload_timer.cb = reload_cb;
-	a->restart_timer.cb = restart_cb;
+	agent_init_timers(a);
 	a->clock_synced = clock_synced(a);
 	if (!a->clock_synced)
 		log_warn("wall clock is NOT synchronised: records are marked \"clock\":\"unsynced\"");
@@ -324,6 +344,11 @@ bool agent_drain(struct agent *a, int64_t deadline_ms)
 	if (!a->stopping)
 		sdnotify_send(&a->sd, "STOPPING=1\nSTATUS=stopping: finishing batches in flight");
 	a->stopping = true;
+	/* Sources that wait for their records to be durable are told before
+	 * their drivers stop, so a clean stop acknowledges what it took. */
+	if (!agent_commit(a))
+		for (size_t i = 0; i < a->n_inputs; i++)
+			input_flush_committed(a->inputs[i]);
 	for (size_t i = 0; i < a->n_inputs; i++)
 		input_stop(a->inputs[i]);
 	agent_commit(a);

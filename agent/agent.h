@@ -30,6 +30,7 @@ struct agent {
 	bool stopping;
 	bool clock_synced;
 	bool inputs_suspended;  /* a commit failed: refuse records until restart */
+	bool restart_waited;    /* restart_timer: the second's wait is done */
 	struct loop_timer commit_timer;
 	struct loop_timer tick_timer;
 	struct loop_timer reload_timer;
@@ -37,6 +38,9 @@ struct agent {
 	struct sdnotify sd;             /* readiness and watchdog for the service manager */
 };
 
+/* Set the callbacks of the agent's timers (agent_start() does; tests that
+ * build a pipeline by hand call it). */
+void agent_init_timers(struct agent *a);
 /* Start the pipeline on config c (owned by the agent from now on).
  * Returns 0 or -errno. */
 int agent_start(struct agent *a, struct config *c);

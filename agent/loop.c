@@ -3,7 +3,8 @@
  * Timers are few (one or two per input and output), so an unsorted list
  * scanned once per iteration is simpler than a heap and just as fast.
  * Signals are turned into bytes on a self-pipe by the handler and dispatched
- * from the loop, so no real work ever runs in signal context.
+ * from the loop to each signal's own handlers, so no real work ever runs in
+ * signal context and a driver watching SIGCHLD takes nothing from main.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,8 +29,10 @@ struct loop {
 	struct loop_timer *due;   /* unlinked for firing in this pass */
 	int sigpipe[2];
 	struct loop_fd sigwatch;
-	void (*sig_cb)(struct loop *l, int signo, void *arg);
-	void *sig_arg;
+	struct loop_signal *signals;
+	struct loop_child *children;
+	struct loop_signal chld;      /* SIGCHLD, while children are watched */
+	struct loop_timer child_check; /* a child may have exited before its watch */
 	/* Events of the current iteration, so a watch deleted by an earlier
 	 * callback of the same batch is not dispatched after it was freed. */
 	struct epoll_event *cur;
@@ -54,6 +58,14 @@ static int64_t sys_wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t sys_boot_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* splitmix64: tiny, fast and good enough for jitter; not for secrets. */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -69,12 +81,14 @@ static uint32_t sys_random(void)
 static const struct loop_clock sys_clock = {
 	.now_ms = sys_now_ms,
 	.wall_ms = sys_wall_ms,
+	.boot_ms = sys_boot_ms,
 	.random = sys_random,
 };
 
 static struct loop_clock clock_now = {
 	.now_ms = sys_now_ms,
 	.wall_ms = sys_wall_ms,
+	.boot_ms = sys_boot_ms,
 	.random = sys_random,
 };
 
@@ -87,6 +101,8 @@ void loop_clock_set(const struct loop_clock *c)
 		clock_now.now_ms = c->now_ms;
 	if (c->wall_ms)
 		clock_now.wall_ms = c->wall_ms;
+	if (c->boot_ms)
+		clock_now.boot_ms = c->boot_ms;
 	if (c->random)
 		clock_now.random = c->random;
 }
@@ -113,6 +129,11 @@ int64_t loop_now_ms(void)
 int64_t loop_wall_ms(void)
 {
 	return clock_now.wall_ms();
+}
+
+int64_t loop_boot_ms(void)
+{
+	return clock_now.boot_ms();
 }
 
 uint32_t loop_random(void)
@@ -212,11 +233,52 @@ void loop_timer_set(struct loop *l, struct loop_timer *t, int64_t delay_ms)
 	if (delay_ms < 0)
 		delay_ms = 0;
 	t->due = loop_now_ms() + delay_ms;
+	t->period = 0;
 	if (!t->armed) {
 		t->next = l->timers;
 		l->timers = t;
 		t->armed = true;
 	}
+}
+
+void loop_timer_at(struct loop *l, struct loop_timer *t, int64_t due_ms)
+{
+	loop_timer_set(l, t, 0);
+	t->due = due_ms;
+	t->period = 0;
+}
+
+void loop_timer_every(struct loop *l, struct loop_timer *t, int64_t first_due_ms,
+		      int64_t period_ms)
+{
+	loop_timer_at(l, t, first_due_ms);
+	t->period = period_ms > 0 ? period_ms : 1;
+}
+
+int64_t loop_next_multiple(int64_t now_ms, int64_t period_ms)
+{
+	if (period_ms <= 0)
+		return now_ms;
+	return (now_ms / period_ms + 1) * period_ms;
+}
+
+/* The next deadline of an every-timer that fired for t->due: the first of
+ * due + k * period that is not in the past. */
+static void rearm_every(struct loop *l, struct loop_timer *t, int64_t now)
+{
+	int64_t next = t->due + t->period;
+
+	if (next < now) {
+		int64_t skip = (now - next) / t->period;
+
+		next += skip * t->period;
+		t->missed += skip;
+		if (next < now) {
+			next += t->period;
+			t->missed++;
+		}
+	}
+	loop_timer_every(l, t, next, t->period);
 }
 
 void loop_timer_cancel(struct loop *l, struct loop_timer *t)
@@ -254,17 +316,38 @@ static void sigpipe_cb(struct loop_fd *w, unsigned revents)
 	unsigned char buf[32];
 	ssize_t n;
 
-	while ((n = read(w->fd, buf, sizeof(buf))) > 0)
-		for (ssize_t i = 0; i < n; i++)
-			l->sig_cb(l, buf[i], l->sig_arg);
+	(void)revents;
+	while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			struct loop_signal *s = l->signals, *next;
+
+			/* A handler may delete itself (or the next one). */
+			for (; s; s = next) {
+				next = s->next;
+				if (s->signo == buf[i])
+					s->cb(s);
+			}
+		}
+	}
 }
 
-int loop_signals(struct loop *l, const int *signals, size_t n,
-		 void (*cb)(struct loop *l, int signo, void *arg), void *arg)
+static bool watched(const struct loop *l, int signo)
+{
+	for (const struct loop_signal *s = l->signals; s; s = s->next)
+		if (s->signo == signo)
+			return true;
+	return false;
+}
+
+int loop_signal_add(struct loop *l, struct loop_signal *s)
 {
 	struct sigaction sa;
 	int err;
 
+	if (s->added)
+		return 0;
+	if (s->signo <= 0 || s->signo > 255)
+		return -EINVAL;
 	if (l->sigpipe[0] < 0) {
 		if (pipe2(l->sigpipe, O_CLOEXEC | O_NONBLOCK) < 0)
 			return -errno;
@@ -276,16 +359,111 @@ int loop_signals(struct loop *l, const int *signals, size_t n,
 			return err;
 		sig_write_fd = l->sigpipe[1];
 	}
-	l->sig_cb = cb;
-	l->sig_arg = arg;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < n; i++)
-		if (sigaction(signals[i], &sa, NULL) < 0)
+	if (!watched(l, s->signo)) {
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_signal;
+		sa.sa_flags = SA_RESTART | (s->signo == SIGCHLD ? SA_NOCLDSTOP : 0);
+		sigemptyset(&sa.sa_mask);
+		if (sigaction(s->signo, &sa, NULL) < 0)
 			return -errno;
+	}
+	s->next = l->signals;
+	l->signals = s;
+	s->added = true;
 	return 0;
+}
+
+void loop_signal_del(struct loop *l, struct loop_signal *s)
+{
+	if (!s->added)
+		return;
+	for (struct loop_signal **pp = &l->signals; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	s->added = false;
+	s->next = NULL;
+	if (!watched(l, s->signo))
+		signal(s->signo, SIG_DFL);
+}
+
+/* Reap the watched children that have exited; each watch ends with its
+ * callback. Children nobody watches are left to whoever started them. */
+static void reap_children(struct loop *l)
+{
+	struct loop_child **pp = &l->children;
+
+	while (*pp) {
+		struct loop_child *c = *pp;
+		int st = 0;
+		pid_t r = waitpid(c->pid, &st, WNOHANG);
+
+		if (r == c->pid || (r < 0 && errno == ECHILD)) {
+			*pp = c->next;
+			c->next = NULL;
+			c->added = false;
+			if (!l->children)
+				loop_signal_del(l, &l->chld);
+			/* ECHILD: reaped elsewhere, status unknown. */
+			c->cb(c, r == c->pid ? st : -1);
+			pp = &l->children; /* the callback may have changed the list */
+			continue;
+		}
+		pp = &c->next;
+	}
+}
+
+static void sigchld_cb(struct loop_signal *s)
+{
+	reap_children(container_of(s, struct loop, chld));
+}
+
+static int64_t child_check_cb(struct loop_timer *t)
+{
+	reap_children(container_of(t, struct loop, child_check));
+	return -1;
+}
+
+int loop_child_add(struct loop *l, struct loop_child *c)
+{
+	int rc;
+
+	if (c->added)
+		return 0;
+	if (c->pid <= 0)
+		return -EINVAL;
+	l->chld.signo = SIGCHLD;
+	l->chld.cb = sigchld_cb;
+	rc = loop_signal_add(l, &l->chld);
+	if (rc)
+		return rc;
+	c->next = l->children;
+	l->children = c;
+	c->added = true;
+	/* It may have exited before SIGCHLD was caught. */
+	l->child_check.cb = child_check_cb;
+	loop_timer_set(l, &l->child_check, 0);
+	return 0;
+}
+
+void loop_child_del(struct loop *l, struct loop_child *c)
+{
+	if (!c->added)
+		return;
+	for (struct loop_child **pp = &l->children; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	c->added = false;
+	c->next = NULL;
+	if (!l->children) {
+		loop_signal_del(l, &l->chld);
+		loop_timer_cancel(l, &l->child_check);
+	}
 }
 
 /* Fire every due timer once; returns the wait until the next one (-1: none). */
@@ -313,8 +491,12 @@ static int run_timers(struct loop *l)
 		l->due = t->next;
 		t->next = NULL;
 		d = t->cb(t);
-		if (d >= 0 && !t->armed)
-			loop_timer_set(l, t, d);
+		if (d >= 0 && !t->armed) {
+			if (t->period > 0)
+				rearm_every(l, t, loop_now_ms());
+			else
+				loop_timer_set(l, t, d);
+		}
 		if (l->stop)
 			break;
 	}
@@ -323,7 +505,12 @@ static int run_timers(struct loop *l)
 		t = l->due;
 		l->due = t->next;
 		t->next = NULL;
-		loop_timer_set(l, t, 0);
+		{
+			int64_t due = t->due, period = t->period;
+
+			loop_timer_at(l, t, due);
+			t->period = period;
+		}
 	}
 	now = loop_now_ms();
 	for (t = l->timers; t; t = t->next) {

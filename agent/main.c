@@ -26,6 +26,7 @@
 struct main_state {
 	struct agent a;
 	struct loop_timer stop_timer;
+	struct loop_signal sig[3];  /* SIGTERM, SIGINT, SIGHUP */
 	int64_t deadline;
 };
 
@@ -47,15 +48,18 @@ static int64_t stop_timer_cb(struct loop_timer *t)
 	return 50;
 }
 
-static void on_signal(struct loop *l, int signo, void *arg)
+static void on_hup(struct loop_signal *s)
 {
-	struct main_state *m = arg;
+	struct main_state *m = container_of(s, struct main_state, sig[2]);
 
-	if (signo == SIGHUP) {
-		log_info("SIGHUP: reloading configuration");
-		agent_request_reload(&m->a);
-		return;
-	}
+	log_info("SIGHUP: reloading configuration");
+	agent_request_reload(&m->a);
+}
+
+static void on_stop_signal(struct main_state *m, int signo)
+{
+	struct loop *l = m->a.loop;
+
 	if (m->a.stopping) {
 		log_warn("second stop signal: stopping now");
 		loop_stop(l);
@@ -65,6 +69,16 @@ static void on_signal(struct loop *l, int signo, void *arg)
 	m->deadline = loop_now_ms() + DRAIN_MS;
 	agent_drain(&m->a, m->deadline);
 	loop_timer_set(l, &m->stop_timer, 0);
+}
+
+static void on_term(struct loop_signal *s)
+{
+	on_stop_signal(container_of(s, struct main_state, sig[0]), s->signo);
+}
+
+static void on_int(struct loop_signal *s)
+{
+	on_stop_signal(container_of(s, struct main_state, sig[1]), s->signo);
 }
 
 static void usage(FILE *f)
@@ -147,7 +161,6 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
 
 int main(int argc, char **argv)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
 	struct cmdline cl = { ACT_RUN, NULL, true };
 	const char *path;
 	struct main_state m;
@@ -198,7 +211,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	m.stop_timer.cb = stop_timer_cb;
-	rc = loop_signals(m.a.loop, sigs, sizeof(sigs) / sizeof(sigs[0]), on_signal, &m);
+	m.sig[0] = (struct loop_signal){ .signo = SIGTERM, .cb = on_term };
+	m.sig[1] = (struct loop_signal){ .signo = SIGINT, .cb = on_int };
+	m.sig[2] = (struct loop_signal){ .signo = SIGHUP, .cb = on_hup };
+	for (int i = 0; i < 3 && !rc; i++)
+		rc = loop_signal_add(m.a.loop, &m.sig[i]);
 	if (!rc)
 		rc = agent_start(&m.a, c);
 	if (!rc)

@@ -113,9 +113,7 @@ int64_t output_retry_probe_ms(const struct output *o);
 void output_set_connected(struct output *o, bool connected, const char *why);
 /* Ask the core to try sending (e.g. after connecting). */
 void output_kick(struct output *o);
-/* Exponential backoff with jitter: d = base * 2^attempt capped at cap,
- * then a value in [d/2, d] drawn from loop_random(). */
-int64_t backoff_delay(int64_t base_ms, int64_t cap_ms, unsigned attempt);
+/* backoff_delay() is in loop.h, shared with the drivers. */
 
 /* The output types, listed in output_types[]. */
 extern const struct output_type out_mqtt;

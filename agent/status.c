@@ -321,6 +321,13 @@ static void health_eval(const struct status *s, struct health *h)
 
 		if (in->last_read_wall_ms > last_move)
 			last_move = in->last_read_wall_ms;
+		if (in->device && !in->connected) {
+			clean(name, sizeof(name), in->name);
+			clean(err, sizeof(err), in->conn_why);
+			health_add(h, true, "PROBLEM: input %s: device not connected: %s", name,
+				   err[0] ? err : "not yet");
+			continue;
+		}
 		if (!in->last_error[0] ||
 		    s->now_wall_ms - in->last_error_wall_ms > INPUT_ERROR_FRESH_MS)
 			continue;
@@ -353,6 +360,47 @@ double status_rate(double avg, int64_t count, int64_t counting_ms)
 	return (double)count * 1000.0 / (double)counting_ms;
 }
 
+const char *const status_err_names[STATUS_ERR_KINDS] = {
+	"timeout", "exception", "crc", "protocol", "connect", "io", "value",
+};
+
+/* "device connected" (or why not), then
+ * "120 requests, errors: 2 timeout, 1 crc; last sample 1s ago". */
+static int render_device(const struct status *s, const struct status_input *in, struct buf *out)
+{
+	char why[160], age[48];
+	bool any = false;
+	int rc;
+
+	clean(why, sizeof(why), in->conn_why);
+	if (in->connected)
+		rc = buf_adds(out, "      device connected");
+	else
+		rc = buf_printf(out, "      device NOT CONNECTED: %s", why[0] ? why : "not yet");
+	rc |= buf_printf(out, "\n      %" PRId64 " request%s", in->requests, pl(in->requests));
+	for (int k = 0; k < STATUS_ERR_KINDS; k++) {
+		if (!in->errors[k])
+			continue;
+		rc |= buf_printf(out, "%s %" PRId64 " %s", any ? "," : ", errors:", in->errors[k],
+				 status_err_names[k]);
+		any = true;
+	}
+	if (!any)
+		rc |= buf_adds(out, ", no errors");
+	if (in->last_sample_age_ms < 0) {
+		rc |= buf_adds(out, "; no sample yet");
+	} else {
+		human_dur(age, sizeof(age), in->last_sample_age_ms);
+		rc |= buf_printf(out, "; last sample %s ago", age);
+	}
+	if (in->missed_samples)
+		rc |= buf_printf(out, "; %" PRId64 " sample%s skipped after stalls", in->missed_samples,
+				 pl(in->missed_samples));
+	rc |= buf_addc(out, '\n');
+	(void)s;
+	return rc ? -ENOMEM : 0;
+}
+
 static int render_inputs(const struct status *s, struct buf *out)
 {
 	char name[64], drv[32], state[128], err[256], age[80], size[48];
@@ -379,6 +427,8 @@ static int render_inputs(const struct status *s, struct buf *out)
 				 status_rate(in->rate, in->records, s->counting_ms), in->records,
 				 pl(in->records), size, age, in->dlq,
 				 in->duplicates);
+		if (in->device)
+			rc |= render_device(s, in, out);
 		if (in->last_error[0]) {
 			clean(err, sizeof(err), in->last_error);
 			human_age(age, sizeof(age), s, in->last_error_wall_ms);
@@ -616,6 +666,22 @@ static void json_inputs(struct status_buf *w, const struct status *s)
 		jw_double(w, "rate", status_rate(in->rate, in->records, s->counting_ms));
 		jw_int(w, "last_read_wall_ms", in->last_read_wall_ms);
 		jw_bool(w, "blocked", in->blocked);
+		if (in->device) {
+			jw_obj_begin(w, "device");
+			jw_bool(w, "connected", in->connected);
+			jw_cstr(w, "why", in->conn_why);
+			jw_int(w, "requests", in->requests);
+			jw_obj_begin(w, "errors");
+			for (int k = 0; k < STATUS_ERR_KINDS; k++)
+				jw_int(w, status_err_names[k], in->errors[k]);
+			jw_obj_end(w);
+			if (in->last_sample_age_ms < 0)
+				jw_null(w, "last_sample_age_ms");
+			else
+				jw_int(w, "last_sample_age_ms", in->last_sample_age_ms);
+			jw_int(w, "missed_samples", in->missed_samples);
+			jw_obj_end(w);
+		}
 		jw_obj_end(w);
 	}
 	jw_arr_end(w);

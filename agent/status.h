@@ -14,6 +14,10 @@
 #include "buf.h"
 #include "queue.h"
 
+/* Kinds of device errors, in the order of enum input_err_kind. */
+#define STATUS_ERR_KINDS 7
+extern const char *const status_err_names[STATUS_ERR_KINDS];
+
 struct status_input {
 	char name[64], driver[32], stream[64];
 	char state[128];        /* driver's own words, e.g. "tailing 3 files" */
@@ -23,6 +27,14 @@ struct status_input {
 	double rate;            /* records/s, moving average (see status_rate) */
 	int64_t last_read_wall_ms; /* 0 = never */
 	bool blocked;           /* queue full under on_full = block */
+	/* Device inputs (the driver reports a connection). */
+	bool device;
+	bool connected;
+	char conn_why[160];     /* why not connected, "" when connected */
+	int64_t requests;
+	int64_t errors[STATUS_ERR_KINDS]; /* by kind, as status_err_names[] */
+	int64_t last_sample_age_ms; /* -1 = no sample yet */
+	int64_t missed_samples; /* deadlines skipped after stalls */
 };
 
 struct status_output {

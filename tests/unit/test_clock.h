@@ -24,6 +24,11 @@ static int64_t tc_wall(void)
 	return tc_wall_base_ms + tc_now_ms;
 }
 
+static int64_t tc_boot(void)
+{
+	return tc_now_ms + 5000;                    /* booted 5 s before monotonic 0 */
+}
+
 static uint32_t tc_random(void)
 {
 	return tc_random_value;
@@ -34,7 +39,7 @@ static uint32_t tc_random(void)
 static inline void tc_install(uint32_t rnd)
 {
 	static const struct loop_clock c = { .now_ms = tc_now, .wall_ms = tc_wall,
-					     .random = tc_random };
+					     .boot_ms = tc_boot, .random = tc_random };
 
 	tc_random_value = rnd;
 	loop_clock_set(&c);

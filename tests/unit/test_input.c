@@ -15,6 +15,9 @@
 #include "queue.h"
 #include "status.h"
 #include "test.h"
+#include "test_clock.h"
+#include "crashvfs.h"
+#include <sqlite3.h>
 
 static char dir[] = "/tmp/test_input.XXXXXX";
 
@@ -120,6 +123,272 @@ TEST(test_invalid_records_are_dead_lettered)
 	rig_release(&r);
 }
 
+/* ---- driver interface v2: commits told, rollbacks replayed or told ---- */
+
+struct fake {
+	struct input *in;
+	int committed_calls, rolled_calls, resumes;
+	uint64_t upto, after;
+	bool in_emit, called_in_emit;
+};
+
+static struct fake fk;
+static const struct driver *real_driver;
+
+static int fake_start(struct input *in, void **state)
+{
+	fk.in = in;
+	*state = &fk;
+	return 0;
+}
+
+static void fake_stop(struct input *in, void *state)
+{
+}
+
+static void fake_resume(struct input *in, void *state)
+{
+	fk.resumes++;
+}
+
+static void fake_committed(struct input *in, void *state, uint64_t upto)
+{
+	fk.called_in_emit |= fk.in_emit;
+	fk.committed_calls++;
+	fk.upto = upto;
+}
+
+static void fake_rolled_back(struct input *in, void *state, uint64_t after)
+{
+	fk.called_in_emit |= fk.in_emit;
+	fk.rolled_calls++;
+	fk.after = after;
+}
+
+static const struct driver fake_replay = {
+	.version = DRIVER_VERSION, .name = "fake", .flags = DRIVER_STRUCTURED | DRIVER_REPLAY,
+	.start = fake_start, .stop = fake_stop, .resume = fake_resume, .committed = fake_committed,
+};
+
+static const struct driver fake_told = {
+	.version = DRIVER_VERSION, .name = "fake", .flags = DRIVER_STRUCTURED,
+	.start = fake_start, .stop = fake_stop, .resume = fake_resume,
+	.committed = fake_committed, .rolled_back = fake_rolled_back,
+};
+
+/* A pipeline of one input on a real queue (through the power-cut VFS, to
+ * fail a commit on purpose) and the agent's own commit logic, on the test
+ * clock. */
+static int rig2_init(struct rig *r, const struct driver *d)
+{
+	static const char *const outputs[] = { "lake" };
+	struct queue_opts o = { 0 };
+	char text[512], err[512], db[128];
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	memset(&fk, 0, sizeof(fk));
+	tc_install(0);
+	snprintf(text, sizeof(text),
+		 "[agent]\nid = gw-01\nstate_dir = %s\n[queue]\ncommit_interval = 100ms\n"
+		 "[input meter]\ndriver = tail\npath = %s/*.log\n"
+		 "[output lake]\ntype = mqtt\n", dir, dir);
+	rc = config_parse(text, strlen(text), "t.conf", &r->a.cfg, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "%s\n", err);
+		return rc;
+	}
+	real_driver = r->a.cfg->inputs->drv_type;  /* frees its keys' values */
+	r->a.cfg->inputs->drv_type = d;
+	snprintf(db, sizeof(db), "%s/queue2.db", dir);
+	unlink(db);
+	crashvfs_reset();
+	o.path = db;
+	o.vfs = CRASHVFS_NAME;
+	o.synchronous = r->a.cfg->queue.synchronous;
+	o.max_bytes = r->a.cfg->queue.max_bytes;
+	o.on_full = r->a.cfg->queue.on_full;
+	rc = loop_init(&r->a.loop);
+	if (!rc)
+		rc = queue_open(&r->a.q, &o, outputs, 1);
+	if (!rc)
+		rc = input_create(&r->a, r->a.cfg->inputs, &r->in);
+	if (rc)
+		return rc;
+	agent_init_timers(&r->a);
+	r->a.inputs = &r->in;
+	r->a.n_inputs = 1;
+	return input_start(r->in);
+}
+
+static void rig2_release(struct rig *r)
+{
+	r->a.cfg->inputs->drv_type = real_driver;
+	r->a.inputs = NULL;
+	r->a.n_inputs = 0;
+	loop_timer_cancel(r->a.loop, &r->a.restart_timer);
+	rig_release(r);
+	crashvfs_reset();
+	tc_uninstall();
+}
+
+static int emit_sample(struct rig *r, const char *key, double v, int64_t wall_ms)
+{
+	struct sample_time t = { wall_ms, wall_ms - 1000 };
+	struct rec *b = input_rec_begin(r->in);
+	int rc;
+
+	rec_num(b, "v", v, "V");
+	fk.in_emit = true;
+	rc = input_emit_rec(r->in, b, key, &t);
+	fk.in_emit = false;
+	return rc;
+}
+
+struct seen {
+	int n;
+	int64_t wall[8];
+	char data[8][64];
+};
+
+static int collect(const struct qrec *q, void *arg)
+{
+	struct seen *s = arg;
+
+	if (strcmp(q->stream, "meter"))
+		return 0;
+	if (s->n < 8) {
+		s->wall[s->n] = q->ts_wall_ms;
+		snprintf(s->data[s->n], sizeof(s->data[0]), "%.*s", (int)q->len, q->data);
+	}
+	s->n++;
+	return 0;
+}
+
+/* The driver is told, from the loop and never inside an emit, which
+ * tickets are durable once the commit holding them is done. */
+TEST(test_committed_is_told_after_the_commit)
+{
+	struct rig r;
+
+	REQUIRE(rig2_init(&r, &fake_told) == 0);
+	CHECK_EQ_INT(input_ticket(r.in), 0);
+	CHECK_EQ_INT(emit_sample(&r, "m:1", 1, 1000), 0);
+	CHECK_EQ_INT(emit_sample(&r, "m:2", 2, 2000), 0);
+	CHECK_EQ_INT(emit_sample(&r, "m:2", 2, 2000), 0);   /* a duplicate is accepted too */
+	CHECK_EQ_INT(input_ticket(r.in), 3);
+	tc_advance(r.a.loop, 99);
+	CHECK_EQ_INT(fk.committed_calls, 0);                 /* not durable yet */
+	tc_advance(r.a.loop, 1);
+	CHECK_EQ_INT(fk.committed_calls, 1);
+	CHECK_EQ_INT(fk.upto, 3);
+	CHECK_EQ_INT(emit_sample(&r, "m:3", 3, 3000), 0);
+	tc_advance(r.a.loop, 200);
+	CHECK_EQ_INT(fk.committed_calls, 2);
+	CHECK_EQ_INT(fk.upto, 4);
+	tc_advance(r.a.loop, 1000);                          /* nothing new: not told again */
+	CHECK_EQ_INT(fk.committed_calls, 2);
+	CHECK(!fk.called_in_emit);
+	rig2_release(&r);
+}
+
+/* A commit that fails (the disk refuses a write) loses the transaction.
+ * A driver with rolled_back() is told which tickets are gone, and emits
+ * them again after resume(); it is not told they were committed. */
+TEST(test_rolled_back_is_told)
+{
+	struct rig r;
+
+	REQUIRE(rig2_init(&r, &fake_told) == 0);
+	CHECK_EQ_INT(emit_sample(&r, "m:1", 1, 1000), 0);
+	tc_advance(r.a.loop, 100);
+	CHECK_EQ_INT(fk.upto, 1);
+	CHECK_EQ_INT(emit_sample(&r, "m:2", 2, 2000), 0);
+	CHECK_EQ_INT(emit_sample(&r, "m:3", 3, 3000), 0);
+	crashvfs_fail_writes(1, SQLITE_FULL);
+	tc_advance(r.a.loop, 100);
+	/* Refused until the queue accepts again. */
+	CHECK_EQ_INT(emit_sample(&r, "m:4", 4, 4000), -EAGAIN);
+	tc_advance(r.a.loop, 1000);
+	CHECK_EQ_INT(fk.rolled_calls, 1);
+	CHECK_EQ_INT(fk.after, 1);
+	CHECK(fk.resumes >= 1);
+	CHECK_EQ_INT(fk.committed_calls, 1);
+	CHECK(!fk.called_in_emit);
+	/* The driver emits them again: they are committed and told. */
+	CHECK_EQ_INT(emit_sample(&r, "m:2", 2, 2000), 0);
+	CHECK_EQ_INT(emit_sample(&r, "m:3", 3, 3000), 0);
+	tc_advance(r.a.loop, 200);
+	CHECK_EQ_INT(fk.committed_calls, 2);
+	CHECK_EQ_INT(fk.upto, input_ticket(r.in));
+	rig2_release(&r);
+}
+
+/* DRIVER_REPLAY: the core keeps what was emitted since the last commit
+ * and appends it again itself, with the samples' own times, so samples
+ * that cannot be taken again are not lost to a failed commit. */
+TEST(test_replay_after_a_failed_commit)
+{
+	struct rig r;
+	struct seen s = { 0 };
+	struct status_input st;
+
+	REQUIRE(rig2_init(&r, &fake_replay) == 0);
+	CHECK_EQ_INT(emit_sample(&r, "m:1", 1.5, 1767225601000), 0);
+	tc_advance(r.a.loop, 100);
+	CHECK_EQ_INT(emit_sample(&r, "m:2", 2.5, 1767225602000), 0);
+	CHECK_EQ_INT(emit_sample(&r, "m:3", 3.5, 1767225603000), 0);
+	crashvfs_fail_writes(1, SQLITE_FULL);
+	tc_advance(r.a.loop, 100);            /* the commit fails */
+	tc_advance(r.a.loop, 2000);           /* replayed and committed */
+	CHECK(queue_read(r.a.q, 0, 100, collect, &s) >= 0);
+	REQUIRE(s.n == 3);
+	CHECK_EQ_STR(s.data[0], "{\"v\":1.5,\"units\":{\"v\":\"V\"}}");
+	CHECK_EQ_STR(s.data[1], "{\"v\":2.5,\"units\":{\"v\":\"V\"}}");
+	CHECK_EQ_STR(s.data[2], "{\"v\":3.5,\"units\":{\"v\":\"V\"}}");
+	/* Sample time, not the time the record reached the queue. */
+	CHECK_EQ_INT(s.wall[0], 1767225601000);
+	CHECK_EQ_INT(s.wall[2], 1767225603000);
+	/* Counted once, and the driver was resumed. */
+	st = snapshot(&r);
+	CHECK_EQ_INT(st.records, 3);
+	CHECK(fk.resumes >= 1);
+	CHECK_EQ_INT(fk.upto, 3);
+	rig2_release(&r);
+}
+
+/* Device status: connection, requests, errors by kind, last sample age. */
+TEST(test_device_status)
+{
+	struct rig r;
+	struct status_input st;
+
+	REQUIRE(rig2_init(&r, &fake_replay) == 0);
+	st = snapshot(&r);
+	CHECK(!st.device);
+	input_set_connected(r.in, false, "connect: %s", "connection refused");
+	input_count_request(r.in);
+	input_count_request(r.in);
+	input_count_error(r.in, INPUT_ERR_TIMEOUT, "no answer in %d ms", 500);
+	input_count_error(r.in, INPUT_ERR_CRC, "bad CRC");
+	st = snapshot(&r);
+	CHECK(st.device && !st.connected);
+	CHECK_EQ_STR(st.conn_why, "connect: connection refused");
+	CHECK_EQ_INT(st.requests, 2);
+	CHECK_EQ_INT(st.errors[INPUT_ERR_TIMEOUT], 1);
+	CHECK_EQ_INT(st.errors[INPUT_ERR_CRC], 1);
+	CHECK_EQ_INT(st.last_sample_age_ms, -1);
+	CHECK_EQ_STR(st.last_error, "bad CRC");
+	input_set_connected(r.in, true, NULL);
+	CHECK_EQ_INT(emit_sample(&r, "m:1", 1, 1000), 0);
+	tc_advance(r.a.loop, 1500);
+	st = snapshot(&r);
+	CHECK(st.connected);
+	CHECK_EQ_STR(st.conn_why, "");
+	CHECK_EQ_INT(st.last_sample_age_ms, 1500);
+	rig2_release(&r);
+}
+
 TEST(test_no_leaks)
 {
 	CHECK_EQ_INT(mem_in_use(), 0);
@@ -133,6 +402,14 @@ int main(void)
 	}
 	RUN(test_duplicates_are_counted);
 	RUN(test_invalid_records_are_dead_lettered);
+	if (crashvfs_register() != 0) {
+		fprintf(stderr, "cannot register the power-cut VFS\n");
+		return 1;
+	}
+	RUN(test_committed_is_told_after_the_commit);
+	RUN(test_rolled_back_is_told);
+	RUN(test_replay_after_a_failed_commit);
+	RUN(test_device_status);
 	RUN(test_no_leaks);
 	{
 		char cmd[160];

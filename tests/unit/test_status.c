@@ -542,6 +542,49 @@ TEST(test_rates_right_after_start)
 	buf_release(&text);
 }
 
+/* A device input: connected with counters, then not connected, which is
+ * a PROBLEM line with the reason. */
+TEST(test_device_inputs)
+{
+	struct buf text = BUF_INIT, json = BUF_INIT;
+	struct status s;
+
+	base(&s);
+	inputs[1].device = true;
+	inputs[1].connected = true;
+	inputs[1].requests = 14400;
+	inputs[1].errors[0] = 2;    /* timeout */
+	inputs[1].errors[2] = 1;    /* crc */
+	inputs[1].last_sample_age_ms = 400;
+	inputs[1].missed_samples = 3;
+	check_case("device_connected", &s, &text, &json);
+	CHECK(has(&text, "      device connected\n      14400 requests, errors: 2 timeout, 1 crc; "
+		  "last sample 0s ago; 3 samples skipped after stalls\n"));
+	CHECK(has(&text, "\nOK: data is flowing\n"));
+	CHECK(has(&json, "\"device\":{\"connected\":true,\"why\":\"\",\"requests\":14400,"
+		  "\"errors\":{\"timeout\":2,\"exception\":0,\"crc\":1,\"protocol\":0,"
+		  "\"connect\":0,\"io\":0,\"value\":0},\"last_sample_age_ms\":400,"
+		  "\"missed_samples\":3}"));
+	/* The tail input is no device: one device object only. */
+	CHECK(strstr(strstr(json.p, "\"device\":{") + 1, "\"device\":{") == NULL);
+	buf_reset(&text);
+	buf_reset(&json);
+	inputs[1].connected = false;
+	snprintf(inputs[1].conn_why, sizeof(inputs[1].conn_why),
+		 "connect 10.0.0.5:502: connection refused");
+	inputs[1].errors[4] = 7;    /* connect */
+	inputs[1].last_sample_age_ms = -1;
+	inputs[1].missed_samples = 0;
+	check_case("device_not_connected", &s, &text, &json);
+	CHECK(has(&text, "PROBLEM: input plc: device not connected: connect 10.0.0.5:502: "
+		  "connection refused"));
+	CHECK(has(&text, "      device NOT CONNECTED: connect 10.0.0.5:502: connection refused\n"
+		  "      14400 requests, errors: 2 timeout, 1 crc, 7 connect; no sample yet\n"));
+	CHECK(has(&json, "\"last_sample_age_ms\":null"));
+	buf_release(&text);
+	buf_release(&json);
+}
+
 TEST(test_no_leaks)
 {
 	CHECK_EQ_INT(mem_in_use(), mem_before);
@@ -560,6 +603,7 @@ int main(void)
 	RUN(test_no_memory);
 	RUN(test_client_certificate);
 	RUN(test_rates_right_after_start);
+	RUN(test_device_inputs);
 	RUN(test_no_leaks);
 	TEST_END();
 }
