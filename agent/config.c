@@ -94,7 +94,8 @@ const struct cfg_key config_input_keys[] = {
 	{ "parser", CFG_ENUM, "raw", IK(parser),
 	  "How a record's bytes become its data: raw (a JSON string of the text), json (validated JSON, "
 	  "shipped unchanged) or csv (an object built from the file's header line). Records that do not "
-	  "parse go to the dead-letter queue with the reason.", parser_names },
+	  "parse go to the dead-letter queue with the reason. Drivers whose records are structured "
+	  "(built field by field) take no parser.", parser_names },
 	{ "max_record_bytes", CFG_SIZE, "0", IK(max_record_bytes),
 	  "Per-input override of queue max_record_bytes; 0 uses the queue's value.", NULL, 0, 64 << 20 },
 	{ NULL },
@@ -413,6 +414,15 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 		ti.validate = d->validate;
 	}
 	in->drv_type = d;
+	/* A driver built against another interface would read the core's
+	 * structs wrongly: refuse it before it can start. */
+	if (d && d->version != DRIVER_VERSION)
+		return fail(ps, entry_line(s, "driver"),
+			    "key 'driver': driver '%s' was built for interface version %d, this agent speaks %d",
+			    d->name, d->version, DRIVER_VERSION);
+	if (d && (d->flags & DRIVER_STRUCTURED) && find_entry(s, "parser"))
+		return fail(ps, entry_line(s, "parser"),
+			    "key 'parser': driver '%s' takes no parser: its records are structured", d->name);
 	rc = load_typed(ps, s, config_input_keys, in, &ti, &in->drv);
 	if (rc)
 		return rc;

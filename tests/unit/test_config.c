@@ -691,6 +691,21 @@ TEST(test_out_of_memory_loading_a_file)
 	rmdir(dir);
 }
 
+/* A driver built against another interface is refused when a config
+ * names it (test_config_drivers.c); none of ours may be one. */
+TEST(test_registered_drivers_speak_this_interface)
+{
+	int n = 0;
+
+	for (int i = 0; driver_registry[i]; i++, n++) {
+		if (driver_registry[i]->version != DRIVER_VERSION)
+			fprintf(stderr, "driver '%s' is version %d\n", driver_registry[i]->name,
+				driver_registry[i]->version);
+		CHECK_EQ_INT(driver_registry[i]->version, DRIVER_VERSION);
+	}
+	CHECK(n > 0);
+}
+
 int main(void)
 {
 	RUN(test_good_and_defaults);
@@ -712,6 +727,7 @@ int main(void)
 	RUN(test_reference_shows_columns_and_lists);
 	RUN(test_out_of_memory);
 	RUN(test_out_of_memory_lists_and_tables);
+	RUN(test_registered_drivers_speak_this_interface);
 	RUN(test_out_of_memory_loading_a_file);
 	TEST_END();
 }
