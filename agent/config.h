@@ -164,7 +164,7 @@ void cfg_release(const struct cfg_key *keys, void *base);
 
 /* Parse the key = value lines of one section body (no [header]) into base
  * against one key table, by the same code config_parse uses for every
- * section: defaults first, then each line; keys other than CFG_LIST and
+ * section: a zeroed base gets the defaults first, then each line; keys other than CFG_LIST and
  * CFG_TABLE at most once; required keys; unknown keys named with the one
  * probably meant. `name` opens messages ("NAME:LINE: key 'k': ..."). Used by
  * the tests, and by drivers' own unit tests for their key tables. Returns 0,

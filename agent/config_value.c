@@ -312,6 +312,8 @@ static int parse_row(const struct cfg_key *cols, void *row, char *s, char *err, 
 			val = s + 1;
 			*q = '\0';
 			s = q + 1;
+			if (*s == '#') /* a comment right after the quote, as for keys */
+				*s = '\0';
 			if (*s && !is_blank(*s)) {
 				snprintf(err, errlen, "column '%s': text right after the closing quote", name);
 				return -EINVAL;

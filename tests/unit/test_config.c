@@ -426,6 +426,11 @@ TEST(test_table_rows)
 	CHECK_EQ_STR(r->desc, "litres # per s");
 	CHECK_EQ_INT(d.timeout_ms, 1000);
 	cfg_release(dev_keys, &d);
+	/* A comment right after a closing quote ends the row, as after a key's value. */
+	REQUIRE(parse_dev("host = h\nregister = address=1 name=\"a b\"# c=1\n", &d) == 0);
+	REQUIRE(d.regs.n == 1);
+	CHECK_EQ_STR(CFG_ROW(&d.regs, struct reg, 0)->name, "a b");
+	cfg_release(dev_keys, &d);
 	CHECK(d.regs.rows == NULL && d.regs.n == 0);
 	/* No line: no rows. */
 	REQUIRE(parse_dev("host = h\n", &d) == 0);
@@ -657,6 +662,30 @@ TEST(test_out_of_memory_lists_and_tables)
 	CHECK_EQ_INT(mem_in_use(), before);
 }
 
+/* agentctl reads [agent] of a file that may be invalid elsewhere: a key
+ * given twice there keeps its default, one given twice elsewhere does not
+ * matter. */
+TEST(test_peek_agent_with_keys_given_twice)
+{
+	char dir[] = "/tmp/test_config.XXXXXX", path[128];
+	struct agent_conf ac;
+	FILE *f;
+
+	REQUIRE(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/a.conf", dir);
+	f = fopen(path, "w");
+	REQUIRE(f);
+	fputs("[agent]\nstate_dir = /a\nstate_dir = /b\ncontrol_socket = /s\n"
+	      "[output o]\ntype = mqtt\ntype = https\n", f);
+	fclose(f);
+	REQUIRE(config_peek_agent(path, &ac) == 0);
+	CHECK_EQ_STR(ac.state_dir, "/var/lib/agentd");
+	CHECK_EQ_STR(ac.control_socket, "/s");
+	config_agent_release(&ac);
+	unlink(path);
+	rmdir(dir);
+}
+
 /* The same from a file, where reading it allocates too. */
 TEST(test_out_of_memory_loading_a_file)
 {
@@ -729,5 +758,6 @@ int main(void)
 	RUN(test_out_of_memory_lists_and_tables);
 	RUN(test_registered_drivers_speak_this_interface);
 	RUN(test_out_of_memory_loading_a_file);
+	RUN(test_peek_agent_with_keys_given_twice);
 	TEST_END();
 }
