@@ -53,7 +53,8 @@ struct cfg_table { void *rows; size_t n; };
 struct cfg_key {
 	const char *name;
 	enum cfg_type type;
-	const char *def;       /* default as text, NULL = unset (only CFG_STR) */
+	const char *def;       /* default as text; NULL = unset (CFG_STR: NULL, CFG_LIST:
+	                        * no items, CFG_TABLE: no rows; no other type) */
 	size_t offset;         /* into the section's struct */
 	const char *help;      /* one or two sentences for the field engineer */
 	const char *const *enums; /* CFG_ENUM: NULL-terminated names */
@@ -147,8 +148,9 @@ void config_free(struct config *c);
 int config_peek_agent(const char *path, struct agent_conf *ac);
 void config_agent_release(struct agent_conf *ac);
 
-/* Fill a struct from a key table's defaults (used for sections and tests).
- * Returns 0 or -ENOMEM. */
+/* Fill a zeroed struct from a key table's defaults (used for sections and
+ * tests). Returns 0, -ENOMEM, or -EINVAL when a built-in default is invalid
+ * (logged). */
 int cfg_defaults(const struct cfg_key *keys, void *base);
 /* Parse one value into base per its key: a CFG_LIST gets the value's items
  * appended, a CFG_TABLE one row appended (value is the row's words); other
@@ -164,9 +166,9 @@ void cfg_release(const struct cfg_key *keys, void *base);
 
 /* Parse the key = value lines of one section body (no [header]) into base
  * against one key table, by the same code config_parse uses for every
- * section: a zeroed base gets the defaults first, then each line; keys other than CFG_LIST and
- * CFG_TABLE at most once; required keys; unknown keys named with the one
- * probably meant. `name` opens messages ("NAME:LINE: key 'k': ..."). Used by
+ * section: a zeroed base gets the defaults first, then each line; keys
+ * other than CFG_LIST and CFG_TABLE at most once; required keys; unknown
+ * keys named with the one probably meant. `name` opens messages ("NAME:LINE: key 'k': ..."). Used by
  * the tests, and by drivers' own unit tests for their key tables. Returns 0,
  * -EINVAL with err set, or -ENOMEM ("NAME: out of memory: ..."); on an error
  * base is released (cfg_release), so nothing needs freeing. */
