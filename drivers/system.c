@@ -521,29 +521,11 @@ bool sys_fs_network(const char *type)
 	return false;
 }
 
-bool sys_match_list(const char *patterns, const char *name)
+bool sys_match_list(const struct cfg_list *patterns, const char *name)
 {
-	const char *p = patterns;
-
-	while (p && *p) {
-		char pat[256];
-		size_t n = strcspn(p, ",");
-		const char *s = p, *e = p + n;
-
-		while (s < e && isspace((unsigned char)*s))
-			s++;
-		while (e > s && isspace((unsigned char)e[-1]))
-			e--;
-		if (e > s && (size_t)(e - s) < sizeof(pat)) {
-			memcpy(pat, s, (size_t)(e - s));
-			pat[e - s] = '\0';
-			if (!fnmatch(pat, name, 0))
-				return true;
-		}
-		p += n;
-		if (*p)
-			p++;
-	}
+	for (size_t i = 0; patterns && i < patterns->n; i++)
+		if (!fnmatch(patterns->v[i], name, 0))
+			return true;
 	return false;
 }
 
@@ -598,9 +580,9 @@ int sys_read_mounts(const char *path, const struct sys_mount_filter *f, struct s
 			continue;
 		if (!f->network && sys_fs_network(type))
 			continue;
-		if (f->include && !sys_match_list(f->include, dir))
+		if (f->include && f->include->n && !sys_match_list(f->include, dir))
 			continue;
-		if (f->exclude && sys_match_list(f->exclude, dir))
+		if (sys_match_list(f->exclude, dir))
 			continue;
 		if (strlen(dir) >= sizeof(out->dir) || strlen(type) >= sizeof(out->type))
 			continue;
@@ -628,7 +610,7 @@ struct system_conf {
 	bool cpu, per_cpu, memory, disk, diskio, net, load, temperature, self;
 	bool loopback, tmpfs, network_fs;
 	char *proc_root, *sys_root, *mounts;
-	char *interfaces, *exclude_interfaces, *filesystems, *exclude_filesystems;
+	struct cfg_list interfaces, exclude_interfaces, filesystems, exclude_filesystems;
 };
 
 #define SK(f) offsetof(struct system_conf, f)
@@ -655,18 +637,18 @@ static const struct cfg_key system_keys[] = {
 	  .help = "Temperatures of the thermal zones under sys_root/class/thermal." },
 	{ .name = "self", .type = CFG_BOOL, .def = "true", .offset = SK(self),
 	  .help = "The agent's own resident memory and open file descriptors (proc_root/self)." },
-	{ .name = "interfaces", .type = CFG_STR, .offset = SK(interfaces), .example = "eth*,wwan0",
-	  .help = "Network interfaces to report: comma-separated glob(7) patterns; unset: all." },
-	{ .name = "exclude_interfaces", .type = CFG_STR, .offset = SK(exclude_interfaces),
+	{ .name = "interfaces", .type = CFG_LIST, .offset = SK(interfaces), .example = "eth*,wwan0",
+	  .help = "Network interfaces to report: glob(7) patterns; unset: all." },
+	{ .name = "exclude_interfaces", .type = CFG_LIST, .offset = SK(exclude_interfaces),
 	  .example = "veth*,docker*",
-	  .help = "Network interfaces left out: comma-separated glob(7) patterns." },
+	  .help = "Network interfaces left out: glob(7) patterns." },
 	{ .name = "loopback", .type = CFG_BOOL, .def = "false", .offset = SK(loopback),
 	  .help = "Report the loopback interface lo too." },
-	{ .name = "filesystems", .type = CFG_STR, .offset = SK(filesystems), .example = "/,/data*",
-	  .help = "Mount points to report: comma-separated glob(7) patterns; unset: all." },
-	{ .name = "exclude_filesystems", .type = CFG_STR, .offset = SK(exclude_filesystems),
+	{ .name = "filesystems", .type = CFG_LIST, .offset = SK(filesystems), .example = "/,/data*",
+	  .help = "Mount points to report: glob(7) patterns; unset: all." },
+	{ .name = "exclude_filesystems", .type = CFG_LIST, .offset = SK(exclude_filesystems),
 	  .example = "/boot*",
-	  .help = "Mount points left out: comma-separated glob(7) patterns." },
+	  .help = "Mount points left out: glob(7) patterns." },
 	{ .name = "tmpfs", .type = CFG_BOOL, .def = "false", .offset = SK(tmpfs),
 	  .help = "Report tmpfs and devtmpfs filesystems too (they live in RAM)." },
 	{ .name = "network_fs", .type = CFG_BOOL, .def = "false", .offset = SK(network_fs),
@@ -842,9 +824,9 @@ static void sample_net(struct system *s, struct rec *r, int64_t now)
 		const struct sys_netif *cur = &s->net_cur[i], *prev = NULL;
 
 		if (!strcmp(cur->name, "lo") ? !c->loopback :
-		    (c->interfaces && !sys_match_list(c->interfaces, cur->name)))
+		    (c->interfaces.n && !sys_match_list(&c->interfaces, cur->name)))
 			continue;
-		if (c->exclude_interfaces && sys_match_list(c->exclude_interfaces, cur->name))
+		if (sys_match_list(&c->exclude_interfaces, cur->name))
 			continue;
 		for (size_t j = 0; s->net_ms && j < s->n_net_prev; j++)
 			if (!strcmp(s->net_prev[j].name, cur->name))
@@ -917,7 +899,7 @@ static void sample_disk(struct system *s, struct rec *r)
 {
 	const struct system_conf *c = s->conf;
 	struct sys_mount_filter f = { .tmpfs = c->tmpfs, .network = c->network_fs,
-				      .include = c->filesystems, .exclude = c->exclude_filesystems };
+				      .include = &c->filesystems, .exclude = &c->exclude_filesystems };
 	size_t n;
 	int rc = sys_read_mounts(s->mounts_path, &f, s->mounts, MAX_MOUNTS, &n);
 

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/statvfs.h>
 
+struct cfg_list;
+
 /* The CPU states of /proc/stat, in its order. */
 enum { SYS_CPU_STATES = 8 };
 extern const char *const sys_cpu_state_names[SYS_CPU_STATES];
@@ -85,16 +87,16 @@ struct sys_mount {
 struct sys_mount_filter {
 	bool tmpfs;                     /* report tmpfs and devtmpfs too */
 	bool network;                   /* report network filesystems (statvfs may hang) */
-	const char *include;            /* comma-separated fnmatch(3) patterns of mount points, NULL: all */
-	const char *exclude;            /* the same, left out; NULL: none */
+	const struct cfg_list *include; /* fnmatch(3) patterns of mount points; NULL or none: all */
+	const struct cfg_list *exclude; /* the same, left out; NULL or none: none */
 };
 int sys_read_mounts(const char *path, const struct sys_mount_filter *f, struct sys_mount *out,
 		    size_t max, size_t *n);
 /* Pseudo filesystems never reported, and network ones only when asked. */
 bool sys_fs_pseudo(const char *type);
 bool sys_fs_network(const char *type);
-/* Does name match one of the comma-separated fnmatch(3) patterns? */
-bool sys_match_list(const char *patterns, const char *name);
+/* Does name match one of the fnmatch(3) patterns (none: false)? */
+bool sys_match_list(const struct cfg_list *patterns, const char *name);
 
 /* statvfs(3) of the reports goes through here, so tests can answer for it. */
 extern int (*sys_statvfs)(const char *path, struct statvfs *st);

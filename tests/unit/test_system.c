@@ -265,6 +265,8 @@ TEST(test_thermal)
 
 TEST(test_mounts)
 {
+	static char *inc_v[] = { "/", "/data*" }, *exc_v[] = { "/data disk" };
+	struct cfg_list inc = { inc_v, 2 }, exc = { exc_v, 1 };
 	struct sys_mount_filter f = { 0 };
 	struct sys_mount m[8];
 	char path[256];
@@ -288,7 +290,7 @@ TEST(test_mounts)
 	f.network = true;
 	REQUIRE(sys_read_mounts(path, &f, m, 8, &n) == 0);
 	CHECK_EQ_INT(n, 7);
-	f = (struct sys_mount_filter){ .include = "/, /data*", .exclude = "/data disk" };
+	f = (struct sys_mount_filter){ .include = &inc, .exclude = &exc };
 	REQUIRE(sys_read_mounts(path, &f, m, 8, &n) == 0);
 	REQUIRE(n == 1);
 	CHECK_EQ_STR(m[0].dir, "/");
@@ -604,6 +606,44 @@ TEST(test_driver_bad_input)
 	sys_statvfs = statvfs;
 }
 
+/* The include and exclude lists of interfaces and mount points, given as
+ * lists on one or several lines; lo only when asked for. */
+TEST(test_driver_filters)
+{
+	struct rig r;
+	struct seen s = { 0 };
+	char text[1024];
+
+	tree_sample1();
+	snprintf(text, sizeof(text), "%s"
+		 "    lo:  5000  50 0 0 0 0 0 0  5000  50 0 0 0 0 0 0\n"
+		 "  eth0: 1000 10 0 0 0 0 0 0 5000 20 0 0 0 0 0 0\n"
+		 "  eth1: 1000 10 0 0 0 0 0 0 5000 20 0 0 0 0 0 0\n"
+		 " wlan0: 7 1 0 0 0 0 0 0 7 1 0 0 0 0 0 0\n"
+		 " wwan0: 7 1 0 0 0 0 0 0 7 1 0 0 0 0 0 0\n", netdev_head);
+	put(proc, "net/dev", text);
+	put(dir, "mounts", "/dev/sda1 /data ext4 rw 0 0\n/dev/sda2 /srv ext4 rw 0 0\n"
+			   "/dev/sda3 /srv/tmp ext4 rw 0 0\n/dev/sda4 /var ext4 rw 0 0\n");
+	sys_statvfs = fake_statvfs;
+	REQUIRE(rig_init(&r, "cpu = false\nmemory = false\ndiskio = false\nload = false\n"
+			 "temperature = false\nself = false\nloopback = true\n"
+			 "interfaces = eth*, wlan0\ninterfaces = wwan0\nexclude_interfaces = eth1\n"
+			 "filesystems = /srv*, /var\nexclude_filesystems = */tmp\n") == 0);
+	tc_advance(r.a.loop, 10000 + 200);
+	REQUIRE(queue_read(r.a.q, 0, 100, collect, &s) >= 0);
+	REQUIRE(s.n == 1);
+	CHECK(!strncmp(s.data[0], "{\"fs\":{\"/srv\":{", 15));
+	CHECK(strstr(s.data[0], "},\"/var\":{"));
+	CHECK(!strstr(s.data[0], "/data") && !strstr(s.data[0], "/srv/tmp"));
+	CHECK(strstr(s.data[0], "\"net\":{\"lo\":{"));
+	CHECK(strstr(s.data[0], "},\"eth0\":{"));
+	CHECK(strstr(s.data[0], "},\"wlan0\":{"));
+	CHECK(strstr(s.data[0], "},\"wwan0\":{"));
+	CHECK(!strstr(s.data[0], "eth1"));
+	rig_release(&r);
+	sys_statvfs = statvfs;
+}
+
 /* The real /proc and /sys of this machine: a sample that is valid JSON
  * with the parts a Linux host always has. */
 TEST(test_driver_real_host)
@@ -653,6 +693,7 @@ int main(void)
 	RUN(test_mounts);
 	RUN(test_driver_records);
 	RUN(test_driver_bad_input);
+	RUN(test_driver_filters);
 	RUN(test_driver_real_host);
 	RUN(test_no_leaks);
 	{
