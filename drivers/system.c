@@ -696,11 +696,13 @@ static const char *quality_of(int rc)
 static void part_failed(struct system *s, struct rec *r, const char *field, const char *root,
 			const char *file, int rc)
 {
+	const char *sep = *file ? "/" : "";
+
 	s->errors++;
 	if (rc == -EINVAL)
-		input_count_error(s->in, INPUT_ERR_VALUE, "%s/%s: garbage or cut short", root, file);
+		input_count_error(s->in, INPUT_ERR_VALUE, "%s%s%s: garbage or cut short", root, sep, file);
 	else
-		input_count_error(s->in, INPUT_ERR_IO, "%s/%s: %s", root, file, strerror(-rc));
+		input_count_error(s->in, INPUT_ERR_IO, "%s%s%s: %s", root, sep, file, strerror(-rc));
 	rec_null(r, field, NULL, quality_of(rc));
 }
 
@@ -1001,7 +1003,6 @@ static void sample_self(struct system *s, struct rec *r)
 	rc = sys_read_self_rss(s->conf->proc_root, &rss);
 	if (rc) {
 		part_failed(s, r, "rss", s->conf->proc_root, "self/status", rc);
-		rec_quality(r, "rss", quality_of(rc));
 	} else {
 		rec_uint(r, "rss", rss, "B");
 	}

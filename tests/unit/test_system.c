@@ -575,22 +575,30 @@ TEST(test_driver_bad_input)
 	put(proc, "loadavg", "garbage\n");
 	put(sys_, "class/thermal/thermal_zone0/temp", "\n");
 	put(dir, "mounts", "/dev/sda1 /gone ext4 rw 0 0\n");
+	put(proc, "self/status", "VmRSS:\tlots kB\n");
 	sys_statvfs = fake_statvfs;
-	REQUIRE(rig_init(&r, "net = false\ndiskio = false\nself = false\n") == 0);
+	REQUIRE(rig_init(&r, "net = false\ndiskio = false\n") == 0);
 	tc_advance(r.a.loop, 10000 + 200);
 	REQUIRE(queue_read(r.a.q, 0, 100, collect, &s) >= 0);
 	REQUIRE(s.n == 1);
 	CHECK_EQ_STR(s.data[0],
 		     "{\"cpu\":null,\"memory\":null,\"fs\":{\"/gone\":null},\"load\":null,\"uptime\":3600.5,"
 		     "\"temperature\":{\"thermal_zone0\":{\"type\":\"cpu-thermal\",\"temp\":null}},"
+		     "\"self\":{\"rss\":null,\"fds\":2},"
 		     "\"units\":{\"uptime\":\"s\",\"temperature.thermal_zone0.temp\":\"C\"},"
 		     "\"quality\":{\"cpu\":\"read error\",\"memory\":\"bad value\",\"fs./gone\":\"read error\","
-		     "\"load\":\"bad value\",\"temperature.thermal_zone0.temp\":\"bad value\"}}");
+		     "\"load\":\"bad value\",\"temperature.thermal_zone0.temp\":\"bad value\","
+		     "\"self.rss\":\"bad value\"}}");
 	memset(&st, 0, sizeof(st));
 	input_fill_status(r.in, &st);
 	CHECK_EQ_INT(st.errors[INPUT_ERR_IO], 2);     /* stat, statvfs */
-	CHECK_EQ_INT(st.errors[INPUT_ERR_VALUE], 3);  /* meminfo, loadavg, temp */
-	CHECK(strstr(st.last_error, "thermal_zone0/temp"));
+	CHECK_EQ_INT(st.errors[INPUT_ERR_VALUE], 4);  /* meminfo, loadavg, temp, status */
+	{
+		char want[256];
+
+		snprintf(want, sizeof(want), "%s/self/status: garbage or cut short", proc);
+		CHECK(strstr(st.last_error, want));
+	}
 	/* Readable again: the next sample is whole and the problem is gone. */
 	tree_sample1();
 	tc_advance(r.a.loop, 10000);
@@ -602,8 +610,34 @@ TEST(test_driver_bad_input)
 	REQUIRE(queue_read(r.a.q, 0, 100, collect, &s) >= 0);
 	REQUIRE(s.n == 2);
 	CHECK(strstr(s.data[1], "\"quality\":{\"cpu\":\"first sample\"}}"));
+	/* The mounts file itself gone: named as it is. */
+	drop(dir, "mounts");
+	tc_advance(r.a.loop, 10000);
+	memset(&st, 0, sizeof(st));
+	input_fill_status(r.in, &st);
+	{
+		char want[256];
+
+		snprintf(want, sizeof(want), "%s/mounts: No such file or directory", dir);
+		CHECK(strstr(st.last_error, want));
+	}
 	rig_release(&r);
 	sys_statvfs = statvfs;
+}
+
+/* per_cpu without cpu is refused when the config is read. */
+TEST(test_validate)
+{
+	struct config *cfg = NULL;
+	char text[512], err[512];
+
+	snprintf(text, sizeof(text), "[agent]\nid = gw-01\nstate_dir = %s\n"
+		 "[input host]\ndriver = system\ncpu = false\nper_cpu = true\n"
+		 "[output lake]\ntype = mqtt\n", dir);
+	err[0] = '\0';
+	CHECK(config_parse(text, strlen(text), "t.conf", &cfg, err, sizeof(err)) != 0);
+	CHECK(strstr(err, "per_cpu = true needs cpu = true"));
+	config_free(cfg);
 }
 
 /* The include and exclude lists of interfaces and mount points, given as
@@ -694,6 +728,7 @@ int main(void)
 	RUN(test_driver_records);
 	RUN(test_driver_bad_input);
 	RUN(test_driver_filters);
+	RUN(test_validate);
 	RUN(test_driver_real_host);
 	RUN(test_no_leaks);
 	{
