@@ -5,10 +5,12 @@
 
 #include "driver.h"
 
+extern const struct driver sysfs_driver;
 extern const struct driver tail_driver;
 
 const struct driver *const driver_registry[] = {
 	&tail_driver,
+	&sysfs_driver,
 	NULL,
 };
 
