@@ -208,17 +208,20 @@ static bool exists(const char *dir, const char *name)
 }
 
 /* A name or label file's first line, without blanks at its ends; NULL when
- * missing or empty (or out of memory: the fallback name is used then). A
- * '.' would split the field's path in units and quality: it becomes '_'. */
-static char *read_name(const char *dir, const char *file)
+ * missing or empty. Out of memory is noted in the plan, which then fails:
+ * a fallback name would rename a field in the lake. A '.' would split the
+ * field's path in units and quality: it becomes '_'. */
+static char *read_name(struct sysfs_plan *p, const char *dir, const char *file)
 {
-	char buf[READ_MAX], *p = join(dir, file), *s, *e;
+	char buf[READ_MAX], *path = join(dir, file), *s, *e, *name;
 	int rc;
 
-	if (!p)
+	if (!path) {
+		p->oom = true;
 		return NULL;
-	rc = read_small(p, buf, sizeof(buf));
-	xfree(p);
+	}
+	rc = read_small(path, buf, sizeof(buf));
+	xfree(path);
 	if (rc)
 		return NULL;
 	s = buf;
@@ -232,7 +235,10 @@ static char *read_name(const char *dir, const char *file)
 	for (char *c = s; c < e; c++)
 		if (*c == '.' || (unsigned char)*c < 0x20 || *c == 0x7f)
 			*c = '_';
-	return xstrndup(s, (size_t)(e - s));
+	name = xstrndup(s, (size_t)(e - s));
+	if (!name)
+		p->oom = true;
+	return name;
 }
 
 static void chan_release(struct sysfs_chan *c)
@@ -379,13 +385,15 @@ static struct sysfs_chan *chan_add(const struct sysfs_opts *o, struct sysfs_plan
 	return c;
 }
 
-/* Entries of dir whose names match pattern, in natural order. n < 0: the
- * directory cannot be listed (missing: nothing of this class). */
+/* How many entries of dir match pattern (*out: them, in natural order).
+ * A directory that cannot be listed has none (its class is not there);
+ * -ENOMEM when memory ran short. */
 static int list_dir(const char *dir, const char *pattern, struct dirent ***out)
 {
 	struct dirent **v;
 	int n = scandir(dir, &v, NULL, versionsort), k = 0;
 
+	*out = NULL;
 	if (n < 0)
 		return errno == ENOMEM ? -ENOMEM : 0;
 	for (int i = 0; i < n; i++) {
@@ -402,8 +410,7 @@ static void list_free(struct dirent **v, int n)
 {
 	for (int i = 0; i < n; i++)
 		free(v[i]);
-	if (n >= 0)
-		free(v);
+	free(v);
 }
 
 /* Drop a device that ended up with no channel (filtered, or none found). */
@@ -466,7 +473,7 @@ static int hwmon_chans(const struct sysfs_opts *o, struct sysfs_plan *p, struct 
 		snprintf(stem, sizeof(stem), "%.*s", (int)(strlen(f) - strlen("_input")), f);
 		snprintf(label, sizeof(label), "%s_label", stem);
 		path = join(dir, f);
-		c = path ? chan_add(o, p, d, read_name(dir, label), stem, path, &skipped) : NULL;
+		c = path ? chan_add(o, p, d, read_name(p, dir, label), stem, path, &skipped) : NULL;
 		xfree(path);
 		if (!c && !skipped) {
 			rc = -ENOMEM;
@@ -492,7 +499,7 @@ static int discover_hwmon(const struct sysfs_opts *o, struct sysfs_plan *p)
 	n = list_dir(base, "hwmon*", &v);
 	for (int i = 0; n > 0 && !rc && i < n; i++) {
 		char *dir = join(base, v[i]->d_name), *sub;
-		struct sysfs_dev *d = dir ? dev_add(p, read_name(dir, "name"), dir, v[i]->d_name) : NULL;
+		struct sysfs_dev *d = dir ? dev_add(p, read_name(p, dir, "name"), dir, v[i]->d_name) : NULL;
 
 		if (!d) {
 			rc = -ENOMEM;
@@ -529,7 +536,7 @@ static int discover_thermal(const struct sysfs_opts *o, struct sysfs_plan *p)
 		bool skipped = false;
 
 		if (dir && exists(dir, "temp")) {
-			d = dev_add(p, read_name(dir, "type"), dir, v[i]->d_name);
+			d = dev_add(p, read_name(p, dir, "type"), dir, v[i]->d_name);
 			path = join(dir, "temp");
 			c = d && path ? chan_add(o, p, d, NULL, "temp", path, &skipped) : NULL;
 			if (c) {
@@ -656,7 +663,7 @@ static int discover_iio(const struct sysfs_opts *o, struct sysfs_plan *p)
 	n = list_dir(base, "iio:device*", &v);
 	for (int i = 0; n > 0 && !rc && i < n; i++) {
 		char *dir = join(base, v[i]->d_name);
-		struct sysfs_dev *d = dir ? dev_add(p, read_name(dir, "name"), dir, v[i]->d_name) : NULL;
+		struct sysfs_dev *d = dir ? dev_add(p, read_name(p, dir, "name"), dir, v[i]->d_name) : NULL;
 
 		if (!d) {
 			rc = -ENOMEM;
@@ -765,6 +772,8 @@ int sysfs_discover(const struct sysfs_opts *opts, struct sysfs_plan *plan)
 		rc = discover_iio(opts, plan);
 	if (!rc && (opts->classes & SYSFS_W1))
 		rc = discover_w1(opts, plan);
+	if (!rc && plan->oom)
+		rc = -ENOMEM;
 	if (rc)
 		sysfs_plan_release(plan);
 	return rc;

@@ -49,6 +49,7 @@ struct sysfs_plan {
 	struct sysfs_dev *dev;
 	size_t n;
 	size_t n_chan;      /* channels over all devices */
+	bool oom;           /* discovery ran short of memory on the way */
 };
 
 /* A named file read as a number (a `file` row). */
