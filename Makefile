@@ -78,7 +78,8 @@ $(O)/tests/fuzz-regression: $(O)/tests/fuzz/fuzz_parse.o $(O)/tests/fuzz/regress
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # The power-cut simulator (a SQLite VFS) for the queue's tests.
-$(O)/tests/test_queue $(O)/tests/test_powercut $(O)/tests/test_input: $(O)/tests/unit/crashvfs.o
+$(O)/tests/test_queue $(O)/tests/test_powercut $(O)/tests/test_input $(O)/tests/test_sysfs: \
+	$(O)/tests/unit/crashvfs.o
 
 tests: $(TESTS) $(O)/tests/fuzz-regression
 

@@ -263,6 +263,9 @@ void sysfs_plan_release(struct sysfs_plan *plan)
 	for (size_t i = 0; i < plan->n; i++)
 		dev_release(&plan->dev[i]);
 	xfree(plan->dev);
+	for (size_t i = 0; i < plan->n_bulk; i++)
+		xfree(plan->bulk[i]);
+	xfree(plan->bulk);
 	memset(plan, 0, sizeof(*plan));
 }
 
@@ -690,11 +693,64 @@ static bool w1_thermometer(const char *entry)
 	return false;
 }
 
+/* The bus masters that convert all their probes at once on "trigger"
+ * (therm_bulk_read, kernels from 5.9): a probe's w1_slave is then read from
+ * its memory at once, instead of holding the read ~750 ms for a
+ * conversion of its own. */
+static int discover_w1_bulk(struct sysfs_plan *p, const char *base)
+{
+	struct dirent **v;
+	int n = list_dir(base, "w1_bus_master*", &v), rc = 0;
+
+	for (int i = 0; n > 0 && !rc && i < n; i++) {
+		char *dir = join(base, v[i]->d_name), *path = dir ? join(dir, "therm_bulk_read") : NULL;
+		char **nv;
+
+		if (!path) {
+			rc = -ENOMEM;
+		} else if (access(path, W_OK) == 0) {
+			nv = xrealloc(p->bulk, (p->n_bulk + 1) * sizeof(*nv));
+			if (nv) {
+				p->bulk = nv;
+				p->bulk[p->n_bulk++] = path;
+				path = NULL;
+			} else {
+				rc = -ENOMEM;
+			}
+		}
+		xfree(path);
+		xfree(dir);
+	}
+	list_free(v, n);
+	return n < 0 ? n : rc;
+}
+
+int sysfs_w1_trigger(const struct sysfs_plan *p, int *err)
+{
+	static const char cmd[] = "trigger\n";
+	int done = 0;
+
+	*err = 0;
+	for (size_t i = 0; i < p->n_bulk; i++) {
+		int fd = open(p->bulk[i], O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+		ssize_t n = fd < 0 ? -1 : write(fd, cmd, sizeof(cmd) - 1);
+
+		if (n == (ssize_t)sizeof(cmd) - 1)
+			done++;
+		else if (!*err)
+			*err = n < 0 ? errno : EIO;
+		if (fd >= 0)
+			close(fd);
+	}
+	return done;
+}
+
 static int discover_w1(const struct sysfs_opts *o, struct sysfs_plan *p)
 {
 	char *base = join(o->root, "sys/bus/w1/devices");
 	struct dirent **v;
 	int n, rc = 0;
+	size_t probes = 0;
 
 	if (!base)
 		return -ENOMEM;
@@ -720,10 +776,14 @@ static int discover_w1(const struct sysfs_opts *o, struct sysfs_plan *p)
 		}
 		if (d)
 			dev_drop_if_empty(p);
+		if (c)
+			probes++;
 		xfree(path);
 		xfree(dir);
 	}
 	list_free(v, n);
+	if (!rc && probes)
+		rc = discover_w1_bulk(p, base);
 	xfree(base);
 	return n < 0 ? n : rc;
 }
@@ -785,6 +845,7 @@ struct sysfs_conf {
 	char *root;
 	int64_t interval_ms;
 	int64_t rescan_ms;
+	int64_t w1_conversion_ms;
 	bool hwmon, thermal, iio, w1;
 	char *include, *exclude;
 };
@@ -812,6 +873,12 @@ static const struct cfg_key sysfs_keys[] = {
 	  .help = "Read the IIO devices (/sys/bus/iio/devices/iio:device*): ADCs, environment sensors." },
 	{ .name = "w1", .type = CFG_BOOL, .def = "true", .offset = SK(w1),
 	  .help = "Read the 1-wire thermometers (/sys/bus/w1/devices/28-* and the other DS18x20 families)." },
+	{ .name = "w1_conversion", .type = CFG_DURATION, .def = "750ms", .offset = SK(w1_conversion_ms),
+	  .min = 0, .max = 60000,
+	  .help = "Where the 1-wire bus can convert all its probes at once (therm_bulk_read, kernels from "
+		  "5.9), each sample starts that conversion and reads the probes this much later, instead of "
+		  "waiting ~750 ms per probe in the read. 750ms suits 12-bit resolution; 0: no bulk "
+		  "conversion. Must be shorter than interval." },
 	{ .name = "include", .type = CFG_STR, .offset = SK(include), .example = "coretemp.*, 28-*",
 	  .help = "Only the sensors whose DEVICE.FIELD name matches one of these comma-separated glob(7) "
 		  "patterns (as in the record: e.g. coretemp.Core 0, 28-0316a2799aff.temp); unset: all." },
@@ -826,6 +893,9 @@ struct sysfs {
 	const struct sysfs_conf *conf;
 	struct loop *loop;
 	struct loop_timer timer;
+	struct loop_timer conv_timer;  /* reads a sample after a 1-wire bulk conversion */
+	struct sample_time conv_t;     /* that sample's time */
+	bool converting;
 	struct sysfs_opts opts;
 	struct sysfs_plan plan;
 	int64_t next_scan;       /* monotonic ms of the next discovery */
@@ -892,6 +962,11 @@ static int sysfs_validate(const void *conf, char *err, size_t errlen)
 		snprintf(err, errlen, "keys 'hwmon', 'thermal', 'iio', 'w1': all are off, nothing to read");
 		return -EINVAL;
 	}
+	if (c->w1 && c->w1_conversion_ms >= c->interval_ms) {
+		snprintf(err, errlen, "key 'w1_conversion': %" PRId64 " ms is not shorter than interval "
+			 "(%" PRId64 " ms)", c->w1_conversion_ms, c->interval_ms);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -947,14 +1022,13 @@ static void scan(struct sysfs *s)
 		input_error(s->in, "no sensors found under %s", s->conf->root);
 }
 
-static void sample(struct sysfs *s)
+static void sample(struct sysfs *s, const struct sample_time *st)
 {
-	struct sample_time t;
+	struct sample_time t = *st;
 	struct rec *r;
 	char key[128];
 	int rc;
 
-	input_sample_now(s->in, &t);
 	r = input_rec_begin(s->in);
 	for (size_t i = 0; i < s->plan.n; i++) {
 		const struct sysfs_dev *d = &s->plan.dev[i];
@@ -992,6 +1066,44 @@ static void sample(struct sysfs *s)
 	}
 }
 
+static int64_t conv_done(struct loop_timer *tm)
+{
+	struct sysfs *s = container_of(tm, struct sysfs, conv_timer);
+
+	s->converting = false;
+	sample(s, &s->conv_t);
+	return -1;
+}
+
+/* Take a sample now, or start the 1-wire buses' conversion and read once
+ * it is done, with the time it was started. */
+static void start_sample(struct sysfs *s)
+{
+	struct sample_time t;
+	int err;
+
+	input_sample_now(s->in, &t);
+	if (s->converting) {
+		/* Cannot happen with w1_conversion < interval, but a stall
+		 * could: the conversion's sample goes first. */
+		loop_timer_cancel(s->loop, &s->conv_timer);
+		conv_done(&s->conv_timer);
+	}
+	if (s->plan.n_bulk && s->conf->w1_conversion_ms > 0) {
+		if (sysfs_w1_trigger(&s->plan, &err) > 0) {
+			if (err)
+				input_count_error(s->in, INPUT_ERR_IO, "1-wire bulk conversion: %s",
+						  strerror(err));
+			s->conv_t = t;
+			s->converting = true;
+			loop_timer_at(s->loop, &s->conv_timer, loop_now_ms() + s->conf->w1_conversion_ms);
+			return;
+		}
+		input_count_error(s->in, INPUT_ERR_IO, "1-wire bulk conversion: %s", strerror(err));
+	}
+	sample(s, &t);
+}
+
 static int64_t sysfs_tick(struct loop_timer *tm)
 {
 	struct sysfs *s = container_of(tm, struct sysfs, timer);
@@ -1011,7 +1123,7 @@ static int64_t sysfs_tick(struct loop_timer *tm)
 			s->next_scan = now + s->conf->rescan_ms;
 		}
 		if (s->plan.n_chan)
-			sample(s);
+			start_sample(s);
 	}
 	update_state(s);
 	return 0;
@@ -1023,8 +1135,10 @@ static void sysfs_stop(struct input *in, void *state)
 
 	if (!s)
 		return;
-	if (s->loop)
+	if (s->loop) {
 		loop_timer_cancel(s->loop, &s->timer);
+		loop_timer_cancel(s->loop, &s->conv_timer);
+	}
 	sysfs_plan_release(&s->plan);
 	free_list(s->opts.include, s->opts.n_include);
 	free_list(s->opts.exclude, s->opts.n_exclude);
@@ -1061,6 +1175,7 @@ static int sysfs_start(struct input *in, void **state)
 	now = loop_now_ms();
 	first = (now / s->conf->interval_ms + 1) * s->conf->interval_ms;
 	s->timer.cb = sysfs_tick;
+	s->conv_timer.cb = conv_done;
 	loop_timer_every(s->loop, &s->timer, first, s->conf->interval_ms);
 	*state = s;
 	return 0;

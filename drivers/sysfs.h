@@ -49,6 +49,8 @@ struct sysfs_plan {
 	struct sysfs_dev *dev;
 	size_t n;
 	size_t n_chan;      /* channels over all devices */
+	char **bulk;        /* 1-wire bus masters' therm_bulk_read files */
+	size_t n_bulk;
 	bool oom;           /* discovery ran short of memory on the way */
 };
 
@@ -84,6 +86,12 @@ struct sysfs_reading {
 
 /* Read one channel now. Never blocks for long (O_NONBLOCK, one pread). */
 void sysfs_read_chan(const struct sysfs_chan *c, struct sysfs_reading *out);
+
+/* Start a conversion of every 1-wire probe on the buses that can
+ * (plan->bulk); reading their w1_slave conversion time later then does
+ * not wait. Returns how many buses took the command; *err: the first
+ * errno of those that did not (0: none failed). */
+int sysfs_w1_trigger(const struct sysfs_plan *p, int *err);
 
 /* Parse text as a number: optional blanks, a decimal number, then the end
  * or a blank (what follows is ignored, as in /proc/loadavg). 0, -ENODATA

@@ -18,7 +18,9 @@
 #include "status.h"
 #include "test.h"
 #include "test_clock.h"
+#include "crashvfs.h"
 #include "../../drivers/sysfs.h"
+#include <sqlite3.h>
 
 static char dir[] = "/tmp/test_sysfs.XXXXXX";
 static char root[256];
@@ -485,7 +487,9 @@ static int rig_init(struct rig *r, const char *keys)
 	}
 	snprintf(db, sizeof(db), "%s/queue.db", dir);
 	unlink(db);
+	crashvfs_reset();
 	o.path = db;
+	o.vfs = CRASHVFS_NAME;
 	o.synchronous = r->a.cfg->queue.synchronous;
 	o.max_bytes = r->a.cfg->queue.max_bytes;
 	o.on_full = r->a.cfg->queue.on_full;
@@ -512,7 +516,24 @@ static void rig_release(struct rig *r)
 	queue_close(r->a.q);
 	loop_free(r->a.loop);
 	config_free(r->a.cfg);
+	crashvfs_reset();
 	tc_uninstall();
+}
+
+static char *slurp(const char *rel, char *buf, size_t cap)
+{
+	char p[512];
+	FILE *f;
+	size_t n = 0;
+
+	snprintf(p, sizeof(p), "%s/%s", root, rel);
+	f = fopen(p, "r");
+	if (f) {
+		n = fread(buf, 1, cap - 1, f);
+		fclose(f);
+	}
+	buf[n] = '\0';
+	return buf;
 }
 
 static struct status_input snapshot(const struct rig *r)
@@ -680,6 +701,74 @@ TEST(test_root_missing)
 	rig_release(&r);
 }
 
+/* A 1-wire bus that converts all its probes at once: each sample starts
+ * the conversion, and the probes are read w1_conversion later, so no read
+ * waits for a conversion; the record has the time the sample started. */
+TEST(test_w1_bulk_conversion)
+{
+	struct rig r;
+	struct seen s = { 0 };
+	char buf[64];
+
+	gateway_tree();
+	put("sys/bus/w1/devices/w1_bus_master1/therm_bulk_read", "0\n");
+	REQUIRE(rig_init(&r, "interval = 2s\nhwmon = no\nthermal = no\nw1_conversion = 800ms\n") == 0);
+	tc_advance(r.a.loop, 2000);
+	CHECK_EQ_STR(slurp("sys/bus/w1/devices/w1_bus_master1/therm_bulk_read", buf, sizeof(buf)),
+		     "trigger\n");
+	CHECK_EQ_INT(input_ticket(r.in), 0);          /* converting */
+	tc_advance(r.a.loop, 799);
+	CHECK_EQ_INT(input_ticket(r.in), 0);
+	tc_advance(r.a.loop, 1);
+	CHECK_EQ_INT(input_ticket(r.in), 1);
+	tc_advance(r.a.loop, 200);
+	CHECK(queue_read(r.a.q, 0, 100, collect, &s) >= 0);
+	REQUIRE(s.n == 1);
+	CHECK_EQ_INT(s.wall[0], 1767225600000 + 1002000);
+	CHECK(strstr(s.data[0], "\"28-0316a2799aff\":{\"temp\":23.125}") != NULL);
+	rig_release(&r);
+
+	/* w1_conversion = 0: read at once, as without therm_bulk_read. */
+	put("sys/bus/w1/devices/w1_bus_master1/therm_bulk_read", "0\n");
+	REQUIRE(rig_init(&r, "interval = 2s\nhwmon = no\nthermal = no\nw1_conversion = 0\n") == 0);
+	tc_advance(r.a.loop, 2000);
+	CHECK_EQ_INT(input_ticket(r.in), 1);
+	CHECK_EQ_STR(slurp("sys/bus/w1/devices/w1_bus_master1/therm_bulk_read", buf, sizeof(buf)),
+		     "0\n");
+	rig_release(&r);
+}
+
+/* A commit that fails: the samples it held are appended again with their
+ * own times (the core's replay), and the samples the queue refused while
+ * it recovered are counted as skipped, not shipped late. */
+TEST(test_failed_commit)
+{
+	struct rig r;
+	struct seen s = { 0 };
+	struct status_input st;
+
+	gateway_tree();
+	REQUIRE(rig_init(&r, "interval = 1s\nhwmon = no\nthermal = no\n") == 0);
+	tc_advance(r.a.loop, 1000);                   /* sample 1 */
+	crashvfs_fail_writes(1, SQLITE_FULL);
+	tc_advance(r.a.loop, 100);                    /* its commit fails */
+	tc_advance(r.a.loop, 900);                    /* sample 2: refused */
+	st = snapshot(&r);
+	CHECK(st.missed_samples >= 1);
+	CHECK_EQ_STR(st.state, "waiting: the queue is full");
+	tc_advance(r.a.loop, 3000);
+	tc_advance(r.a.loop, 200);
+	CHECK(queue_read(r.a.q, 0, 100, collect, &s) >= 0);
+	REQUIRE(s.n >= 2);
+	CHECK_EQ_INT(s.wall[0], 1767225600000 + 1001000);   /* replayed, with its time */
+	for (int i = 1; i < s.n && i < 16; i++)
+		CHECK(s.wall[i] > s.wall[i - 1]);
+	st = snapshot(&r);
+	CHECK_EQ_INT(st.records + st.missed_samples, 5);
+	CHECK_EQ_STR(st.state, "2 sensors on 2 devices");
+	rig_release(&r);
+}
+
 /* The config refuses what cannot work, with the key's name. */
 TEST(test_config_refused)
 {
@@ -694,6 +783,10 @@ TEST(test_config_refused)
 		 "hwmon = no\nthermal = no\niio = no\nw1 = no\n[output lake]\ntype = mqtt\n", dir);
 	CHECK_EQ_INT(config_parse(text, strlen(text), "t.conf", &cfg, err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "nothing to read") != NULL);
+	snprintf(text, sizeof(text), "[agent]\nid = g\nstate_dir = %s\n[input s]\ndriver = sysfs\n"
+		 "interval = 500ms\n[output lake]\ntype = mqtt\n", dir);
+	CHECK_EQ_INT(config_parse(text, strlen(text), "t.conf", &cfg, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "w1_conversion") != NULL);
 }
 
 TEST(test_no_leaks)
@@ -719,9 +812,15 @@ int main(void)
 	RUN(test_include_exclude);
 	RUN(test_empty_root);
 	RUN(test_discover_out_of_memory);
+	if (crashvfs_register() != 0) {
+		fprintf(stderr, "cannot register the power-cut VFS\n");
+		return 1;
+	}
 	RUN(test_records);
 	RUN(test_vanished_and_new_devices);
 	RUN(test_root_missing);
+	RUN(test_w1_bulk_conversion);
+	RUN(test_failed_commit);
 	RUN(test_config_refused);
 	RUN(test_no_leaks);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
