@@ -841,6 +841,12 @@ int sysfs_discover(const struct sysfs_opts *opts, struct sysfs_plan *plan)
 
 /* ---- the driver ------------------------------------------------------ */
 
+/* A `file` row. scale and offset are text: config values have no
+ * floating-point type, so validate() parses them. */
+struct sysfs_file_row {
+	char *name, *path, *scale, *offset, *unit;
+};
+
 struct sysfs_conf {
 	char *root;
 	int64_t interval_ms;
@@ -848,6 +854,22 @@ struct sysfs_conf {
 	int64_t w1_conversion_ms;
 	bool hwmon, thermal, iio, w1;
 	char *include, *exclude;
+	struct cfg_table file;
+};
+
+#define FK(f) offsetof(struct sysfs_file_row, f)
+static const struct cfg_key file_cols[] = {
+	{ .name = "name", .type = CFG_STR, .offset = FK(name), .required = true,
+	  .help = "The value's name in the record's object \"files\"." },
+	{ .name = "path", .type = CFG_STR, .offset = FK(path), .required = true,
+	  .help = "Absolute path of the file (read under root); its first word must be a number." },
+	{ .name = "scale", .type = CFG_STR, .def = "1", .offset = FK(scale),
+	  .help = "Factor the number is multiplied by, after adding offset (e.g. 0.001)." },
+	{ .name = "offset", .type = CFG_STR, .def = "0", .offset = FK(offset),
+	  .help = "Added to the number before scaling." },
+	{ .name = "unit", .type = CFG_STR, .offset = FK(unit),
+	  .help = "Unit of the scaled value, shipped under units; none when not given." },
+	{ .name = NULL },
 };
 
 #define SK(f) offsetof(struct sysfs_conf, f)
@@ -885,6 +907,12 @@ static const struct cfg_key sysfs_keys[] = {
 	{ .name = "exclude", .type = CFG_STR, .offset = SK(exclude), .example = "*.fan*",
 	  .help = "Leave out the sensors whose DEVICE.FIELD name matches one of these comma-separated glob(7) "
 		  "patterns (after include)." },
+	{ .name = "file", .type = CFG_TABLE, .offset = SK(file), .cols = file_cols,
+	  .row_size = sizeof(struct sysfs_file_row),
+	  .example = "name=board_temp path=/sys/bus/i2c/devices/1-0048/temp scale=0.001 unit=°C",
+	  .help = "Any sysfs or procfs file read as a number, one per line: columns name, path, and "
+		  "optionally scale, offset and unit; shipped as (number + offset) * scale in the object "
+		  "\"files\"." },
 	{ .name = NULL },
 };
 
@@ -897,6 +925,7 @@ struct sysfs {
 	struct sample_time conv_t;     /* that sample's time */
 	bool converting;
 	struct sysfs_opts opts;
+	struct sysfs_file *files;      /* the `file` rows, scale and offset parsed */
 	struct sysfs_plan plan;
 	int64_t next_scan;       /* monotonic ms of the next discovery */
 	int64_t missed_seen;     /* timer.missed already counted */
@@ -958,9 +987,39 @@ static int sysfs_validate(const void *conf, char *err, size_t errlen)
 		snprintf(err, errlen, "key 'root': '%s' is not an absolute path", c->root ? c->root : "");
 		return -EINVAL;
 	}
-	if (!c->hwmon && !c->thermal && !c->iio && !c->w1) {
+	if (!c->hwmon && !c->thermal && !c->iio && !c->w1 && !c->file.n) {
 		snprintf(err, errlen, "keys 'hwmon', 'thermal', 'iio', 'w1': all are off, nothing to read");
 		return -EINVAL;
+	}
+	for (size_t i = 0; i < c->file.n; i++) {
+		const struct sysfs_file_row *f = CFG_ROW(&c->file, struct sysfs_file_row, i);
+		double v;
+
+		if (f->path[0] != '/') {
+			snprintf(err, errlen, "key 'file': row %zu: path '%s' is not absolute", i + 1, f->path);
+			return -EINVAL;
+		}
+		if (strchr(f->name, '.')) {
+			snprintf(err, errlen, "key 'file': row %zu: name '%s' has a '.', which would split it "
+				 "in units and quality", i + 1, f->name);
+			return -EINVAL;
+		}
+		if (sysfs_parse_number(f->scale, &v) || strcspn(f->scale, " \t") != strlen(f->scale)) {
+			snprintf(err, errlen, "key 'file': row %zu: scale '%s' is not a number", i + 1, f->scale);
+			return -EINVAL;
+		}
+		if (sysfs_parse_number(f->offset, &v) || strcspn(f->offset, " \t") != strlen(f->offset)) {
+			snprintf(err, errlen, "key 'file': row %zu: offset '%s' is not a number", i + 1,
+				 f->offset);
+			return -EINVAL;
+		}
+		for (size_t k = 0; k < i; k++) {
+			if (!strcmp(CFG_ROW(&c->file, struct sysfs_file_row, k)->name, f->name)) {
+				snprintf(err, errlen, "key 'file': row %zu: name '%s' is also row %zu's", i + 1,
+					 f->name, k + 1);
+				return -EINVAL;
+			}
+		}
 	}
 	if (c->w1 && c->w1_conversion_ms >= c->interval_ms) {
 		snprintf(err, errlen, "key 'w1_conversion': %" PRId64 " ms is not shorter than interval "
@@ -1142,6 +1201,7 @@ static void sysfs_stop(struct input *in, void *state)
 	sysfs_plan_release(&s->plan);
 	free_list(s->opts.include, s->opts.n_include);
 	free_list(s->opts.exclude, s->opts.n_exclude);
+	xfree(s->files);
 	xfree(s);
 }
 
@@ -1158,6 +1218,26 @@ static int sysfs_start(struct input *in, void **state)
 	s->opts.root = s->conf->root;
 	s->opts.classes = (s->conf->hwmon ? SYSFS_HWMON : 0) | (s->conf->thermal ? SYSFS_THERMAL : 0) |
 			  (s->conf->iio ? SYSFS_IIO : 0) | (s->conf->w1 ? SYSFS_W1 : 0);
+	if (s->conf->file.n) {
+		s->files = xcalloc(s->conf->file.n, sizeof(*s->files));
+		if (!s->files) {
+			rc = -ENOMEM;
+			input_error(in, "cannot start: %s", strerror(-rc));
+			goto out_stop;
+		}
+	}
+	for (size_t i = 0; i < s->conf->file.n; i++) {
+		const struct sysfs_file_row *f = CFG_ROW(&s->conf->file, struct sysfs_file_row, i);
+
+		s->files[i].name = f->name;
+		s->files[i].path = f->path;
+		s->files[i].unit = f->unit;
+		/* Both checked by validate(). */
+		sysfs_parse_number(f->scale, &s->files[i].scale);
+		sysfs_parse_number(f->offset, &s->files[i].offset);
+	}
+	s->opts.files = s->files;
+	s->opts.n_files = s->conf->file.n;
 	rc = split_list(s->conf->include, &s->opts.include, &s->opts.n_include);
 	if (!rc)
 		rc = split_list(s->conf->exclude, &s->opts.exclude, &s->opts.n_exclude);

@@ -769,6 +769,31 @@ TEST(test_failed_commit)
 	rig_release(&r);
 }
 
+/* `file` rows from the config: numbers from any file, scaled, in the
+ * object "files"; a file of text is null with its quality. */
+TEST(test_file_rows)
+{
+	struct rig r;
+	struct seen s = { 0 };
+
+	new_tree();
+	put("proc/loadavg", "0.52 0.58 0.59 1/389 12345\n");
+	put("sys/devices/board/temp", "50\n");
+	put("sys/devices/board/mode", "auto\n");
+	REQUIRE(rig_init(&r, "interval = 1s\n"
+			 "file = name=load path=/proc/loadavg\n"
+			 "file = name=board_temp path=/sys/devices/board/temp scale=0.5 offset=10 unit=°C\n"
+			 "file = name=mode path=/sys/devices/board/mode\n") == 0);
+	CHECK_EQ_STR(snapshot(&r).state, "3 sensors on 1 device");
+	tc_advance(r.a.loop, 1200);
+	CHECK(queue_read(r.a.q, 0, 100, collect, &s) >= 0);
+	REQUIRE(s.n == 1);
+	CHECK_EQ_STR(s.data[0], "{\"files\":{\"load\":0.52,\"board_temp\":30,\"mode\":null},"
+		     "\"units\":{\"files.board_temp\":\"°C\"},\"quality\":{\"files.mode\":\"not a number\"}}");
+	CHECK_EQ_INT(snapshot(&r).errors[INPUT_ERR_VALUE], 1);
+	rig_release(&r);
+}
+
 /* The config refuses what cannot work, with the key's name. */
 TEST(test_config_refused)
 {
@@ -787,6 +812,30 @@ TEST(test_config_refused)
 		 "interval = 500ms\n[output lake]\ntype = mqtt\n", dir);
 	CHECK_EQ_INT(config_parse(text, strlen(text), "t.conf", &cfg, err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "w1_conversion") != NULL);
+	{
+		static const char *const bad[][2] = {
+			{ "file = name=a path=proc/loadavg\n", "is not absolute" },
+			{ "file = name=a path=/proc/loadavg scale=x\n", "scale 'x' is not a number" },
+			{ "file = name=a path=/proc/loadavg offset=\"1 2\"\n", "offset '1 2' is not a number" },
+			{ "file = name=a.b path=/proc/loadavg\n", "has a '.'" },
+			{ "file = name=a path=/a\nfile = name=a path=/b\n", "is also row 1's" },
+			{ "file = path=/a\n", "name" },
+		};
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			snprintf(text, sizeof(text), "[agent]\nid = g\nstate_dir = %s\n[input s]\n"
+				 "driver = sysfs\n%s[output lake]\ntype = mqtt\n", dir, bad[i][0]);
+			CHECK_EQ_INT(config_parse(text, strlen(text), "t.conf", &cfg, err, sizeof(err)),
+				     -EINVAL);
+			if (!strstr(err, bad[i][1]))
+				fprintf(stderr, "row %zu: %s\n", i, err);
+			CHECK(strstr(err, bad[i][1]) != NULL);
+		}
+	}
+	snprintf(text, sizeof(text), "[agent]\nid = g\nstate_dir = %s\n[input s]\ndriver = sysfs\n"
+		 "parser = json\n[output lake]\ntype = mqtt\n", dir);
+	CHECK_EQ_INT(config_parse(text, strlen(text), "t.conf", &cfg, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "parser") != NULL);
 }
 
 TEST(test_no_leaks)
@@ -821,6 +870,7 @@ int main(void)
 	RUN(test_root_missing);
 	RUN(test_w1_bulk_conversion);
 	RUN(test_failed_commit);
+	RUN(test_file_rows);
 	RUN(test_config_refused);
 	RUN(test_no_leaks);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
