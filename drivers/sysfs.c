@@ -853,7 +853,7 @@ struct sysfs_conf {
 	int64_t rescan_ms;
 	int64_t w1_conversion_ms;
 	bool hwmon, thermal, iio, w1;
-	char *include, *exclude;
+	struct cfg_list include, exclude;
 	struct cfg_table file;
 };
 
@@ -901,12 +901,13 @@ static const struct cfg_key sysfs_keys[] = {
 		  "5.9), each sample starts that conversion and reads the probes this much later, instead of "
 		  "waiting ~750 ms per probe in the read. 750ms suits 12-bit resolution; 0: no bulk "
 		  "conversion. Must be shorter than interval." },
-	{ .name = "include", .type = CFG_STR, .offset = SK(include), .example = "coretemp.*, 28-*",
-	  .help = "Only the sensors whose DEVICE.FIELD name matches one of these comma-separated glob(7) "
-		  "patterns (as in the record: e.g. coretemp.Core 0, 28-0316a2799aff.temp); unset: all." },
-	{ .name = "exclude", .type = CFG_STR, .offset = SK(exclude), .example = "*.fan*",
-	  .help = "Leave out the sensors whose DEVICE.FIELD name matches one of these comma-separated glob(7) "
-		  "patterns (after include)." },
+	{ .name = "include", .type = CFG_LIST, .offset = SK(include), .example = "coretemp.*, 28-*",
+	  .help = "Only the sensors whose DEVICE.FIELD name matches one of these glob(7) patterns "
+		  "(comma-separated, or on several lines), as in the record: e.g. coretemp.Core 0, "
+		  "28-0316a2799aff.temp, files.load; unset: all." },
+	{ .name = "exclude", .type = CFG_LIST, .offset = SK(exclude), .example = "*.fan*",
+	  .help = "Leave out the sensors whose DEVICE.FIELD name matches one of these glob(7) patterns "
+		  "(comma-separated, or on several lines), after include." },
 	{ .name = "file", .type = CFG_TABLE, .offset = SK(file), .cols = file_cols,
 	  .row_size = sizeof(struct sysfs_file_row),
 	  .example = "name=board_temp path=/sys/bus/i2c/devices/1-0048/temp scale=0.001 unit=°C",
@@ -933,51 +934,6 @@ struct sysfs {
 	bool connected, told;    /* told: input_set_connected() called once */
 	bool blocked;            /* the queue refused a sample: wait for resume() */
 };
-
-static void free_list(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		xfree(v[i]);
-	xfree(v);
-}
-
-/* Comma-separated items, trimmed, empty ones left out. 0 or -ENOMEM. */
-static int split_list(const char *spec, char ***out, size_t *nout)
-{
-	size_t n = 1, k = 0;
-	char **v;
-
-	*out = NULL;
-	*nout = 0;
-	if (!spec)
-		return 0;
-	for (const char *c = spec; *c; c++)
-		n += *c == ',';
-	v = xcalloc(n, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	for (const char *s = spec; s;) {
-		const char *e = strchr(s, ',');
-		const char *end = e ? e : s + strlen(s);
-
-		while (s < end && (*s == ' ' || *s == '\t'))
-			s++;
-		while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
-			end--;
-		if (end > s) {
-			v[k] = xstrndup(s, (size_t)(end - s));
-			if (!v[k]) {
-				free_list(v, k);
-				return -ENOMEM;
-			}
-			k++;
-		}
-		s = e ? e + 1 : NULL;
-	}
-	*out = v;
-	*nout = k;
-	return 0;
-}
 
 static int sysfs_validate(const void *conf, char *err, size_t errlen)
 {
@@ -1199,8 +1155,6 @@ static void sysfs_stop(struct input *in, void *state)
 		loop_timer_cancel(s->loop, &s->conv_timer);
 	}
 	sysfs_plan_release(&s->plan);
-	free_list(s->opts.include, s->opts.n_include);
-	free_list(s->opts.exclude, s->opts.n_exclude);
 	xfree(s->files);
 	xfree(s);
 }
@@ -1238,13 +1192,10 @@ static int sysfs_start(struct input *in, void **state)
 	}
 	s->opts.files = s->files;
 	s->opts.n_files = s->conf->file.n;
-	rc = split_list(s->conf->include, &s->opts.include, &s->opts.n_include);
-	if (!rc)
-		rc = split_list(s->conf->exclude, &s->opts.exclude, &s->opts.n_exclude);
-	if (rc) {
-		input_error(in, "cannot start: %s", strerror(-rc));
-		goto out_stop;
-	}
+	s->opts.include = s->conf->include.v;
+	s->opts.n_include = s->conf->include.n;
+	s->opts.exclude = s->conf->exclude.v;
+	s->opts.n_exclude = s->conf->exclude.n;
 	s->loop = input_loop(in);
 	if (check_root(s)) {
 		scan(s);

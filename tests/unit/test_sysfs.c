@@ -769,6 +769,18 @@ TEST(test_failed_commit)
 	rig_release(&r);
 }
 
+/* include and exclude from the config: comma-separated or repeated. */
+TEST(test_include_from_config)
+{
+	struct rig r;
+
+	gateway_tree();
+	REQUIRE(rig_init(&r, "include = 28-*, hwmon0.*\ninclude = cpu-thermal.*\n"
+			 "exclude = *aaaa.*\n") == 0);
+	CHECK_EQ_STR(snapshot(&r).state, "2 sensors on 2 devices");
+	rig_release(&r);
+}
+
 /* `file` rows from the config: numbers from any file, scaled, in the
  * object "files"; a file of text is null with its quality. */
 TEST(test_file_rows)
@@ -870,6 +882,7 @@ int main(void)
 	RUN(test_root_missing);
 	RUN(test_w1_bulk_conversion);
 	RUN(test_failed_commit);
+	RUN(test_include_from_config);
 	RUN(test_file_rows);
 	RUN(test_config_refused);
 	RUN(test_no_leaks);
