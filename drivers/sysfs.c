@@ -944,7 +944,8 @@ static int sysfs_validate(const void *conf, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	if (!c->hwmon && !c->thermal && !c->iio && !c->w1 && !c->file.n) {
-		snprintf(err, errlen, "keys 'hwmon', 'thermal', 'iio', 'w1': all are off, nothing to read");
+		snprintf(err, errlen, "keys 'hwmon', 'thermal', 'iio', 'w1' are all off and no 'file' is "
+			 "given: nothing to read");
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < c->file.n; i++) {
