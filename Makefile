@@ -80,7 +80,13 @@ $(O)/tests/fuzz-regression: $(O)/tests/fuzz/fuzz_parse.o $(O)/tests/fuzz/regress
 # The power-cut simulator (a SQLite VFS) for the queue's tests.
 $(O)/tests/test_queue $(O)/tests/test_powercut $(O)/tests/test_input: $(O)/tests/unit/crashvfs.o
 
-tests: $(TESTS) $(O)/tests/fuzz-regression
+# A Modbus slave on Debian's libmodbus, for the integration tests only.
+$(O)/tests/modbus_server: tests/servers/modbus_server.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS_DEV) $(CFLAGS_SAN) $$(pkg-config --cflags libmodbus) -o $@ $< \
+		$(LDFLAGS) $$(pkg-config --libs libmodbus)
+
+tests: $(TESTS) $(O)/tests/fuzz-regression $(O)/tests/modbus_server
 
 # The suite runs twice: as built, then built again with AddressSanitizer
 # and UndefinedBehaviorSanitizer into $(O)-san (unless SANITIZE is set).
