@@ -365,7 +365,7 @@ static void try_answer(struct mb_bus *b)
 	}
 }
 
-static void on_readable(struct mb_bus *b)
+static void on_readable(struct mb_bus *b, unsigned revents)
 {
 	for (;;) {
 		size_t room = sizeof(b->rx) - b->rx_len;
@@ -382,6 +382,10 @@ static void on_readable(struct mb_bus *b)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
+			break;
+		/* A tty in raw mode reads 0 when nothing is there; only a
+		 * hangup (the error event with nothing to read) ends it. */
+		if (!n && b->conf.proto == MB_RTU && !(revents & LOOP_ERROR))
 			break;
 		if (n <= 0) {
 			int e = n ? errno : ECONNRESET;
@@ -424,7 +428,7 @@ static void bus_fd_cb(struct loop_fd *w, unsigned revents)
 		return;
 	}
 	if (revents & LOOP_READ || revents & LOOP_ERROR)
-		on_readable(b);
+		on_readable(b, revents);
 	if (b->state == BUS_OPEN && revents & LOOP_WRITE && b->busy && b->phase == PH_SENDING)
 		send_more(b);
 }
