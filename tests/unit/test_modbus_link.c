@@ -312,6 +312,63 @@ TEST(test_rtu_on_a_pty_shared_bus)
 	stop(socat);
 }
 
+/* RTU framing on a TCP stream: socat bridges a TCP port to a pty on which
+ * the slave speaks RTU, as a serial-to-Ethernet converter does. */
+TEST(test_rtu_over_tcp)
+{
+	char bpath[700], sa[720], sb[64], url[64], err[128];
+	char *socat_argv[] = { "/usr/bin/socat", sa, sb, NULL };
+	struct mb_link_conf c;
+	struct loop *l;
+	struct mb_bus *b;
+	struct done d;
+	int port = free_port();
+	pid_t socat, srv;
+
+	if (access("/usr/bin/socat", X_OK))
+		SKIP("socat is not installed");
+	snprintf(bpath, sizeof(bpath), "%s/ttyC", dir);
+	snprintf(sa, sizeof(sa), "pty,raw,echo=0,link=%s", bpath);
+	snprintf(sb, sizeof(sb), "tcp-listen:%d,bind=127.0.0.1,reuseaddr", port);
+	socat = start(socat_argv, false);
+	REQUIRE(socat > 0);
+	REQUIRE(wait_file(bpath));
+	{
+		char *argv[] = { server_bin, "--rtu", bpath, "--control", control, NULL };
+
+		srv = start(argv, true);
+	}
+	REQUIRE(srv > 0);
+	REQUIRE(!loop_init(&l));
+	snprintf(url, sizeof(url), "rtu+tcp://127.0.0.1:%d", port);
+	REQUIRE(!mb_url_parse(url, &c, err, sizeof(err)));
+	REQUIRE(!mb_bus_get(l, &c, &b));
+	/* socat listens once the pty is made: retry the connect until it does. */
+	for (int i = 0; i < 100; i++) {
+		REQUIRE(request(l, b, &d, MB_FC_HOLDING, 0, 2, 1000));
+		if (d.result != MB_R_CONNECT)
+			break;
+		usleep(20000);
+	}
+	CHECK_EQ_INT(d.result, MB_R_OK);
+	CHECK(d.dlen == 4 && d.data[0] == 0x04 && d.data[1] == 0xd2);
+	set_faults("crc\n");
+	REQUIRE(request(l, b, &d, MB_FC_HOLDING, 0, 2, 1000));
+	CHECK_EQ_INT(d.result, MB_R_CRC);
+	set_faults("exception 3 0 0 2\n");
+	REQUIRE(request(l, b, &d, MB_FC_HOLDING, 0, 2, 1000));
+	CHECK_EQ_INT(d.result, MB_R_EXCEPTION);
+	set_faults("");
+	REQUIRE(request(l, b, &d, MB_FC_INPUT, 342, 2, 1000));
+	CHECK_EQ_INT(d.result, MB_R_OK);
+	CHECK(d.dlen == 4 && d.data[0] == 0x46 && d.data[1] == 0x40);   /* 12345.5 */
+	mb_bus_put(b);
+	mb_link_conf_release(&c);
+	loop_free(l);
+	stop(srv);
+	stop(socat);
+}
+
 TEST(test_urls)
 {
 	struct mb_link_conf c;
@@ -346,6 +403,7 @@ int main(void)
 	}
 	RUN(test_tcp_answers_faults_and_restart);
 	RUN(test_rtu_on_a_pty_shared_bus);
+	RUN(test_rtu_over_tcp);
 	unlink(control);
 	{
 		char p[700];
