@@ -12,7 +12,6 @@
 #include "test.h"
 
 #define U8(...) ((const uint8_t[]){ __VA_ARGS__ })
-#define N8(...) sizeof((const uint8_t[]){ __VA_ARGS__ })
 
 TEST(test_crc16_published)
 {
@@ -57,19 +56,27 @@ TEST(test_answers_of_the_spec)
 	size_t n = 0;
 	int exc = 0;
 
-	/* Holding registers 108-110 = 555, 0, 100. */
-	CHECK_EQ_INT(mb_pdu_check(U8(0x03, 0x06, 0x02, 0x2b, 0x00, 0x00, 0x00, 0x64), 8,
-				  MB_FC_HOLDING, 3, &d, &n, &exc), 0);
+	/* Holding registers 108-110 = 555, 0, 100. The answers are named:
+	 * data points into them after the check. */
+	static const uint8_t hold[] = { 0x03, 0x06, 0x02, 0x2b, 0x00, 0x00, 0x00, 0x64 };
+	static const uint8_t coils[] = { 0x01, 0x03, 0xcd, 0x6b, 0x05 };
+	static const uint8_t dis[] = { 0x02, 0x03, 0xac, 0xdb, 0x35 };
+	static const uint8_t inr[] = { 0x04, 0x02, 0x00, 0x0a };
+	int rc;
+
+	rc = mb_pdu_check(hold, sizeof(hold), MB_FC_HOLDING, 3, &d, &n, &exc);
+	CHECK_EQ_INT(rc, 0);
 	CHECK_EQ_INT(n, 6);
-	CHECK(d && d[0] == 0x02 && d[1] == 0x2b && d[5] == 0x64);
+	CHECK(d == hold + 2 && d[0] == 0x02 && d[1] == 0x2b && d[5] == 0x64);
 	/* Coils 20-38: CD 6B 05; discrete inputs: AC DB 35; input register 9 = 10. */
-	CHECK_EQ_INT(mb_pdu_check(U8(0x01, 0x03, 0xcd, 0x6b, 0x05), 5, MB_FC_COILS, 0x13,
-				  &d, &n, &exc), 0);
+	rc = mb_pdu_check(coils, sizeof(coils), MB_FC_COILS, 0x13, &d, &n, &exc);
+	CHECK_EQ_INT(rc, 0);
 	CHECK_EQ_INT(n, 3);
-	CHECK_EQ_INT(mb_pdu_check(U8(0x02, 0x03, 0xac, 0xdb, 0x35), 5, MB_FC_DISCRETE, 0x16,
-				  &d, &n, &exc), 0);
-	CHECK_EQ_INT(mb_pdu_check(U8(0x04, 0x02, 0x00, 0x0a), 4, MB_FC_INPUT, 1, &d, &n, &exc), 0);
-	CHECK(d[1] == 0x0a);
+	rc = mb_pdu_check(dis, sizeof(dis), MB_FC_DISCRETE, 0x16, &d, &n, &exc);
+	CHECK_EQ_INT(rc, 0);
+	rc = mb_pdu_check(inr, sizeof(inr), MB_FC_INPUT, 1, &d, &n, &exc);
+	CHECK_EQ_INT(rc, 0);
+	CHECK(d == inr + 2 && d[1] == 0x0a);
 	/* Exception: function 01, code 02 (illegal data address): 81 02. */
 	CHECK_EQ_INT(mb_pdu_check(U8(0x81, 0x02), 2, MB_FC_COILS, 1, &d, &n, &exc), MB_E_EXCEPTION);
 	CHECK_EQ_INT(exc, 2);
