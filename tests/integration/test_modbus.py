@@ -288,6 +288,50 @@ def rtu_over_a_pty_pair():
 
 
 @test
+def a_silent_device_on_a_shared_line_does_not_stop_the_other():
+    need_server()
+    d = h.tmpdir()
+    a, b = pty_pair(d)
+    Server(d, tty=b).start()     # answers unit 1 only
+    good = modbus_input("good", "rtu://" + a, MAP[:2])
+    silent = modbus_input("silent", "rtu://" + a, MAP[:2]).replace("unit = 1", "unit = 2")
+    broker, lake, agent = setup(d, good + silent)
+    h.wait_until(lambda: device(agent, "silent")["errors"]["timeout"] >= 2, 30, "unit 2 timing out")
+    h.wait_until(lambda: not device(agent, "silent")["connected"], 10, "unit 2 not connected")
+    n = len(recs(lake, "good", lambda x: x.get("u16") == 1234))
+    h.wait_until(lambda: len(recs(lake, "good", lambda x: x.get("u16") == 1234)) >= n + 5, 30,
+                 "unit 1 still polled")
+    assert device(agent, "good")["connected"] and device(agent, "good")["errors"]["timeout"] == 0
+    assert "no answer from unit 2" in device(agent, "silent")["why"]
+
+
+@test
+def rtu_over_tcp_through_a_converter():
+    need_server()
+    if not SOCAT:
+        h.skip("socat is not installed")
+    d = h.tmpdir()
+    tty, port = os.path.join(d, "ttyC"), h.free_port()
+    log = open(os.path.join(d, "socat.log"), "wb")
+    p = subprocess.Popen([SOCAT, "pty,raw,echo=0,link=" + tty,
+                          "tcp-listen:%d,bind=127.0.0.1,reuseaddr" % port],
+                         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+    def stop():
+        if p.poll() is None:
+            p.terminate()
+            p.wait(10)
+        log.close()
+    h.on_cleanup("socat", stop)
+    h.wait_until(lambda: os.path.exists(tty), 10, "the converter's pty")
+    Server(d, tty=tty).start()
+    rows = [x for x in MAP if x[1] == "input"]
+    broker, lake, agent = setup(d, modbus_input("conv", "rtu+tcp://127.0.0.1:%d" % port, rows))
+    r = wait_rec(lake, "conv", lambda x: x.get("voltage") is not None, "a record via the converter")
+    assert r["data"]["voltage"] == 230.5 and r["data"]["energy"] == 12345500.0, r
+
+
+@test
 def garbage_is_a_clear_error_and_nothing_accepted_is_lost():
     need_server()
     d = h.tmpdir()
