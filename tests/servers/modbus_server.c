@@ -231,6 +231,56 @@ static void answer(modbus_t *ctx, int fd, const uint8_t *req, int len, bool rtu,
 	modbus_reply(ctx, req, len, m);
 }
 
+static uint16_t crc16(const uint8_t *p, int n)
+{
+	uint16_t crc = 0xffff;
+
+	for (int i = 0; i < n; i++) {
+		crc ^= p[i];
+		for (int b = 0; b < 8; b++)
+			crc = crc & 1 ? (uint16_t)((crc >> 1) ^ 0xa001) : (uint16_t)(crc >> 1);
+	}
+	return crc;
+}
+
+/* RTU: requests are read here rather than by modbus_receive(), which after
+ * a request for another unit sleeps and flushes the line, dropping the next
+ * unit's request as no real device on a shared line would. Read requests
+ * are 8 bytes; a frame ends when the line is silent for 20 ms. */
+static void rtu_serve(modbus_t *ctx, int unit, modbus_mapping_t *m)
+{
+	int fd = modbus_get_socket(ctx);
+	uint8_t req[260];
+	int len = 0;
+
+	for (;;) {
+		struct timeval tv = { 0, 20000 };
+		fd_set rd;
+		int r;
+
+		FD_ZERO(&rd);
+		FD_SET(fd, &rd);
+		r = select(fd + 1, &rd, NULL, NULL, len ? &tv : NULL);
+		if (r < 0)
+			continue;
+		if (r > 0) {
+			ssize_t n = read(fd, req + len, sizeof(req) - (size_t)len);
+
+			if (n > 0)
+				len += (int)n;
+			if (len < 8 && len < (int)sizeof(req))
+				continue;
+		}
+		if (len >= 8) {
+			uint16_t crc = crc16(req, 6);
+
+			if (req[0] == unit && req[6] == (uint8_t)crc && req[7] == (uint8_t)(crc >> 8))
+				answer(ctx, fd, req, 8, true, m);
+		}
+		len = 0;        /* answered, not ours, damaged, or silent */
+	}
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: modbus_server --tcp PORT | --rtu TTY [--baud B] [--parity N|E|O] "
@@ -284,14 +334,7 @@ int main(int argc, char **argv)
 		}
 		printf("ready\n");
 		fflush(stdout);
-		for (;;) {
-			int n = modbus_receive(ctx, req);
-
-			if (n > 0 && req[0] == unit)
-				answer(ctx, modbus_get_socket(ctx), req, n, true, m);
-			else if (n < 0 && errno != EMBBADCRC && errno != ETIMEDOUT && errno != EMBBADDATA)
-				modbus_flush(ctx);
-		}
+		rtu_serve(ctx, unit, m);
 	}
 
 	ctx = modbus_new_tcp("127.0.0.1", atoi(tcp));
