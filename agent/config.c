@@ -3,7 +3,8 @@
  * A file is read whole, split into sections of key = value lines, and each
  * section is checked against its key table. Input and output sections are
  * checked in two steps because the `driver` / `type` key, which may come on
- * any line, decides which further keys are allowed.
+ * any line, decides which further keys are allowed. Values are parsed in
+ * config_value.c, the reference is printed by config_ref.c.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <mbedtls/version.h>
 
 #include "config.h"
+#include "config_int.h"
 #include "driver.h"
 #include "log.h"
 #include "mem.h"
@@ -32,7 +34,7 @@ static const char *const sync_names[] = { "off", "normal", "full", NULL };
 static const char *const parser_names[] = { "raw", "json", "csv", NULL };
 
 #define AK(f) offsetof(struct agent_conf, f)
-static const struct cfg_key agent_keys[] = {
+const struct cfg_key config_agent_keys[] = {
 	{ "id", CFG_STR, NULL, AK(id),
 	  "Agent id carried in every record and topic. Letters, digits, '-', '_' and '.'; default: the host name." },
 	{ "state_dir", CFG_STR, "/var/lib/agentd", AK(state_dir),
@@ -48,7 +50,7 @@ static const struct cfg_key agent_keys[] = {
 };
 
 #define QK(f) offsetof(struct queue_conf, f)
-static const struct cfg_key queue_keys[] = {
+const struct cfg_key config_queue_keys[] = {
 	{ "max_bytes", CFG_SIZE, "1GiB", QK(max_bytes),
 	  "Disk budget for the queue (database plus write-ahead log). When it is reached, on_full decides. "
 	  "If the filesystem has less room, the budget is what fits, keeping 2 MiB free.",
@@ -84,7 +86,7 @@ static const struct cfg_key queue_keys[] = {
 };
 
 #define IK(f) offsetof(struct input_conf, f)
-static const struct cfg_key input_keys[] = {
+const struct cfg_key config_input_keys[] = {
 	{ "driver", CFG_STR, NULL, IK(driver),
 	  "Which input driver reads this source (see the driver keys below).", NULL, 0, 0, true },
 	{ "stream", CFG_STR, NULL, IK(stream),
@@ -92,14 +94,15 @@ static const struct cfg_key input_keys[] = {
 	{ "parser", CFG_ENUM, "raw", IK(parser),
 	  "How a record's bytes become its data: raw (a JSON string of the text), json (validated JSON, "
 	  "shipped unchanged) or csv (an object built from the file's header line). Records that do not "
-	  "parse go to the dead-letter queue with the reason.", parser_names },
+	  "parse go to the dead-letter queue with the reason. Drivers whose records are structured "
+	  "(built field by field) take no parser.", parser_names },
 	{ "max_record_bytes", CFG_SIZE, "0", IK(max_record_bytes),
 	  "Per-input override of queue max_record_bytes; 0 uses the queue's value.", NULL, 0, 64 << 20 },
 	{ NULL },
 };
 
 #define OK_(f) offsetof(struct output_conf, f)
-static const struct cfg_key output_keys[] = {
+const struct cfg_key config_output_keys[] = {
 	{ "type", CFG_STR, NULL, OK_(type),
 	  "Which output sends the batches (see the output keys below).", NULL, 0, 0, true },
 	{ "streams", CFG_STR, "*", OK_(streams),
@@ -133,7 +136,9 @@ static const struct cfg_key output_keys[] = {
 };
 
 struct entry {
-	const char *key, *value;
+	const char *key;
+	const char *value;      /* trimmed, unquoted, without a trailing comment */
+	const char *raw;        /* the text after '=' as written: a table's row */
 	int line;
 	bool used;
 };
@@ -153,6 +158,7 @@ struct parser_state {
 };
 
 static const char *entry_value(const struct section *s, const char *key);
+static const struct entry *find_entry(const struct section *s, const char *key);
 static int fail(struct parser_state *ps, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -173,236 +179,6 @@ static int fail(struct parser_state *ps, int line, const char *fmt, ...)
 	return -EINVAL;
 }
 
-/* A number: 0, -EINVAL (not one) or -ERANGE (beyond 64 bits; *out is then
- * the bound it passed, *rest still set). */
-static int parse_int(const char *v, int64_t *out, const char **rest)
-{
-	char *end;
-	long long x;
-
-	errno = 0;
-	if (!isdigit((unsigned char)v[0]) && !(v[0] == '-' && isdigit((unsigned char)v[1])))
-		return -EINVAL;
-	x = strtoll(v, &end, 10);
-	*out = x;
-	*rest = end;
-	if (errno == ERANGE)
-		return -ERANGE;
-	return errno ? -EINVAL : 0;
-}
-
-struct unit {
-	const char *s;
-	int64_t m;
-};
-
-static const struct unit size_units[] = {
-	{ "", 1 }, { "b", 1 }, { "k", 1024 }, { "kib", 1024 }, { "kb", 1024 },
-	{ "m", 1 << 20 }, { "mib", 1 << 20 }, { "mb", 1 << 20 },
-	{ "g", 1 << 30 }, { "gib", 1 << 30 }, { "gb", 1 << 30 },
-	{ "t", 1LL << 40 }, { "tib", 1LL << 40 }, { "tb", 1LL << 40 },
-	{ NULL, 0 },
-};
-
-static const struct unit duration_units[] = {
-	{ "", 1 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "min", 60000 },
-	{ "h", 3600000 }, { "d", 86400000 },
-	{ NULL, 0 },
-};
-
-/* A number with a unit of u (case-insensitive when icase): 0, -EINVAL (not
- * such a value), -EDOM (negative) or -ERANGE (more than 64 bits hold). */
-static int parse_scaled(const char *v, const struct unit *u, bool icase, int64_t *out)
-{
-	const char *rest;
-	int64_t x;
-	int rc = parse_int(v, &x, &rest);
-
-	if (rc == -EINVAL)
-		return rc;
-	while (*rest == ' ')
-		rest++;
-	for (; u->s; u++) {
-		if (icase ? strcasecmp(rest, u->s) : strcmp(rest, u->s))
-			continue;
-		if (x < 0)
-			return -EDOM;
-		if (rc || x > INT64_MAX / u->m)
-			return -ERANGE;
-		*out = x * u->m;
-		return 0;
-	}
-	return -EINVAL;
-}
-
-static const char *type_hint(enum cfg_type t)
-{
-	switch (t) {
-	case CFG_STR: return "text";
-	case CFG_INT: return "integer";
-	case CFG_SIZE: return "size (e.g. 512KiB, 64MiB, 1GiB)";
-	case CFG_DURATION: return "duration (e.g. 250ms, 5s, 2m, 1h)";
-	case CFG_BOOL: return "boolean (true/false, yes/no, on/off)";
-	case CFG_ENUM: return "one of";
-	}
-	return "value";
-}
-
-/* A bound as the file would write it: the largest unit it is a whole
- * number of (64MiB, 1h), else bytes or ms. */
-static void format_bound(const struct cfg_key *k, int64_t x, char *out, size_t len)
-{
-	static const struct unit sizes[] = {
-		{ "TiB", 1LL << 40 }, { "GiB", 1 << 30 }, { "MiB", 1 << 20 }, { "KiB", 1024 },
-		{ NULL, 0 },
-	};
-	static const struct unit durations[] = {
-		{ "d", 86400000 }, { "h", 3600000 }, { "m", 60000 }, { "s", 1000 }, { NULL, 0 },
-	};
-	const struct unit *u = k->type == CFG_SIZE ? sizes : k->type == CFG_DURATION ? durations : NULL;
-
-	for (; u && u->s; u++) {
-		if (x && x % u->m == 0) {
-			snprintf(out, len, "%" PRId64 "%s", x / u->m, u->s);
-			return;
-		}
-	}
-	snprintf(out, len, "%" PRId64 "%s%s", x,
-		 k->type == CFG_SIZE ? " bytes" : k->type == CFG_DURATION ? " ms" : "",
-		 x == INT64_MAX && k->type == CFG_SIZE ? " (just under 8 EiB)" : "");
-}
-
-static bool is_word(const char *v, const char *const *words)
-{
-	for (; *words; words++)
-		if (!strcasecmp(v, *words))
-			return true;
-	return false;
-}
-
-int cfg_set(const struct cfg_key *k, void *base, const char *v, char *err, size_t errlen)
-{
-	static const char *const yes[] = { "true", "yes", "on", "1", NULL };
-	static const char *const no[] = { "false", "no", "off", "0", NULL };
-	char *p = (char *)base + k->offset, bound[64];
-	int64_t x = 0;
-	int rc = 0;
-
-	switch (k->type) {
-	case CFG_STR: {
-		char *s = xstrdup(v);
-
-		if (!s)
-			return -ENOMEM;
-		xfree(*(char **)p);
-		*(char **)p = s;
-		return 0;
-	}
-	case CFG_BOOL:
-		if (is_word(v, yes)) {
-			*(bool *)p = true;
-			return 0;
-		}
-		if (is_word(v, no)) {
-			*(bool *)p = false;
-			return 0;
-		}
-		snprintf(err, errlen, "'%s' is not a boolean (use true/false, yes/no, on/off)", v);
-		return -EINVAL;
-	case CFG_ENUM:
-		for (int i = 0; k->enums[i]; i++) {
-			if (!strcmp(v, k->enums[i])) {
-				*(int *)p = i;
-				return 0;
-			}
-		}
-		{
-			size_t n = (size_t)snprintf(err, errlen, "'%s' is not one of:", v);
-
-			for (int i = 0; k->enums[i] && n < errlen; i++)
-				n += (size_t)snprintf(err + n, errlen - n, "%s %s", i ? "," : "", k->enums[i]);
-		}
-		return -EINVAL;
-	case CFG_INT: {
-		const char *rest;
-
-		rc = parse_int(v, &x, &rest);
-		if (rc != -EINVAL && *rest)
-			rc = -EINVAL;
-		break;
-	}
-	case CFG_SIZE:
-		rc = parse_scaled(v, size_units, true, &x);
-		break;
-	case CFG_DURATION:
-		rc = parse_scaled(v, duration_units, false, &x);
-		break;
-	}
-	if (rc == -EINVAL) {
-		snprintf(err, errlen, "'%s' is not a valid %s", v, type_hint(k->type));
-		return rc;
-	}
-	if (rc == -EDOM) {
-		snprintf(err, errlen, "'%s' is negative: a %s cannot be", v,
-			 k->type == CFG_SIZE ? "size" : "duration");
-		return -EINVAL;
-	}
-	/* Beyond 64 bits, or beyond the key's bounds: say which bound. */
-	if ((rc == -ERANGE && v[0] != '-') || (k->max && x > k->max)) {
-		format_bound(k, k->max ? k->max : INT64_MAX, bound, sizeof(bound));
-		snprintf(err, errlen, "'%s' is too large: the maximum is %s", v, bound);
-		return -EINVAL;
-	}
-	if (rc == -ERANGE || ((k->min || k->max) && x < k->min)) {
-		format_bound(k, k->min || k->max ? k->min : INT64_MIN, bound, sizeof(bound));
-		snprintf(err, errlen, "'%s' is too small: the minimum is %s", v, bound);
-		return -EINVAL;
-	}
-	*(int64_t *)p = x;
-	return 0;
-}
-
-int cfg_defaults(const struct cfg_key *keys, void *base)
-{
-	char err[128];
-
-	for (const struct cfg_key *k = keys; k && k->name; k++) {
-		int rc;
-
-		if (!k->def)
-			continue;
-		rc = cfg_set(k, base, k->def, err, sizeof(err));
-		if (rc == -ENOMEM)
-			return rc;
-		if (rc) {
-			log_error("built-in default of %s is invalid: %s", k->name, err);
-			return -EINVAL;
-		}
-	}
-	return 0;
-}
-
-void cfg_release(const struct cfg_key *keys, void *base)
-{
-	if (!base)
-		return;
-	for (const struct cfg_key *k = keys; k && k->name; k++) {
-		if (k->type == CFG_STR) {
-			char **p = (char **)((char *)base + k->offset);
-
-			xfree(*p);
-			*p = NULL;
-		}
-	}
-}
-
-static const struct cfg_key *find_key(const struct cfg_key *keys, const char *name)
-{
-	for (const struct cfg_key *k = keys; k && k->name; k++)
-		if (!strcmp(k->name, name))
-			return k;
-	return NULL;
-}
 
 /* Memory ran short while the file was read: that says nothing about the
  * file, so it must never look like a verdict on it. */
@@ -413,83 +189,38 @@ static int oom(struct parser_state *ps)
 	return -ENOMEM;
 }
 
-/* Edit distance (insertions, deletions, changes, swaps of neighbours),
- * ignoring case; names longer than 63 bytes are never close. */
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b), d[64][64];
-
-	if (la >= 64 || lb >= 64)
-		return SIZE_MAX;
-	for (size_t i = 0; i <= la; i++)
-		d[i][0] = i;
-	for (size_t j = 0; j <= lb; j++)
-		d[0][j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		for (size_t j = 1; j <= lb; j++) {
-			size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
-			size_t best = d[i - 1][j - 1] + cost;
-
-			if (d[i - 1][j] + 1 < best)
-				best = d[i - 1][j] + 1;
-			if (d[i][j - 1] + 1 < best)
-				best = d[i][j - 1] + 1;
-			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-			    d[i - 2][j - 2] + 1 < best)
-				best = d[i - 2][j - 2] + 1;
-			d[i][j] = best;
-		}
-	}
-	return d[la][lb];
-}
-
-/* Is name a plausible misspelling of want? One slip in a short name, two
- * in a longer one. */
-static bool close_to(const char *name, const char *want)
-{
-	size_t d = edit_distance(name, want);
-
-	return d <= (strlen(want) > 6 ? 2u : 1u);
-}
-
-/* The key of these tables that name most likely meant, or NULL. */
-static const char *suggest_key(const char *name, const struct cfg_key *a, const struct cfg_key *b)
-{
-	const struct cfg_key *tables[] = { a, b };
-	const char *best = NULL;
-	size_t best_d = SIZE_MAX;
-
-	for (size_t t = 0; t < 2; t++) {
-		for (const struct cfg_key *k = tables[t]; k && k->name; k++) {
-			size_t d = edit_distance(name, k->name);
-
-			if (d < best_d && close_to(name, k->name)) {
-				best = k->name;
-				best_d = d;
-			}
-		}
-	}
-	return best;
-}
 
 static const char *section_title(const struct section *s, char *out, size_t len)
 {
-	snprintf(out, len, "[%s%s%s]", s->kind, s->name[0] ? " " : "", s->name);
+	if (!s->kind[0]) /* cfg_parse_section()'s body without a header */
+		snprintf(out, len, "the section");
+	else
+		snprintf(out, len, "[%s%s%s]", s->kind, s->name[0] ? " " : "", s->name);
 	return out;
 }
 
 /* Apply every entry of s that the table knows; mark it used. */
 static int apply(struct parser_state *ps, struct section *s, const struct cfg_key *keys, void *base)
 {
-	char msg[256], title[96];
+	char msg[512], title[96];
 
 	for (size_t i = 0; i < s->n; i++) {
-		const struct cfg_key *k = find_key(keys, s->e[i].key);
+		const struct cfg_key *k = cfg_find_key(keys, s->e[i].key);
+		const struct entry *first;
+		bool multi;
 		int rc;
 
 		if (!k)
 			continue;
-		rc = cfg_set(k, base, s->e[i].value, msg, sizeof(msg));
+		multi = k->type == CFG_LIST || k->type == CFG_TABLE;
+		first = find_entry(s, k->name);
+		if (first != &s->e[i] && !multi)
+			return fail(ps, s->e[i].line, "key '%s' set twice (first on line %d)", k->name,
+				    first->line);
+		/* The lines of a list or table replace its default. */
+		if (first == &s->e[i] && multi)
+			cfg_release_key(k, base);
+		rc = cfg_set(k, base, k->type == CFG_TABLE ? s->e[i].raw : s->e[i].value, msg, sizeof(msg));
 		if (rc == -ENOMEM)
 			return oom(ps);
 		if (rc)
@@ -501,7 +232,7 @@ static int apply(struct parser_state *ps, struct section *s, const struct cfg_ke
 			continue;
 		/* "drivr = tail" is why 'driver' is missing: name the typo. */
 		for (size_t i = 0; i < s->n; i++) {
-			if (!find_key(keys, s->e[i].key) && close_to(s->e[i].key, k->name))
+			if (!cfg_find_key(keys, s->e[i].key) && cfg_close_to(s->e[i].key, k->name))
 				return fail(ps, s->e[i].line,
 					    "unknown key '%s' in %s (did you mean '%s'?): the required "
 					    "key '%s' is missing", s->e[i].key,
@@ -524,7 +255,7 @@ static int check_unused(struct parser_state *ps, const struct section *s, const 
 
 		if (s->e[i].used)
 			continue;
-		near = suggest_key(s->e[i].key, a, b);
+		near = cfg_suggest(s->e[i].key, a, b);
 		section_title(s, title, sizeof(title));
 		if (near)
 			return fail(ps, s->e[i].line, "unknown key '%s' in %s (did you mean '%s'?)",
@@ -608,7 +339,7 @@ static int fail_validate(struct parser_state *ps, const struct section *s, const
 			n++;
 		}
 		name[n] = '\0';
-		if (n && (find_key(generic, name) || find_key(keys, name))) {
+		if (n && (cfg_find_key(generic, name) || cfg_find_key(keys, name))) {
 			if (p != msg && !strncmp(p + n, "': ", 3))
 				body = p + n + 3;
 			return fail(ps, entry_line(s, name), "%s key '%s': %s", title, name, body);
@@ -672,7 +403,7 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 	*tail = in;
 	c->n_inputs++;
 	in->name = xstrdup(s->name);
-	if (!in->name || cfg_defaults(input_keys, in))
+	if (!in->name || cfg_defaults(config_input_keys, in))
 		return oom(ps);
 	for (int i = 0; driver_registry[i]; i++)
 		add_known(&ti, driver_registry[i]->name);
@@ -683,7 +414,16 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 		ti.validate = d->validate;
 	}
 	in->drv_type = d;
-	rc = load_typed(ps, s, input_keys, in, &ti, &in->drv);
+	/* A driver built against another interface would read the core's
+	 * structs wrongly: refuse it before it can start. */
+	if (d && d->version != DRIVER_VERSION)
+		return fail(ps, entry_line(s, "driver"),
+			    "key 'driver': driver '%s' was built for interface version %d, this agent speaks %d",
+			    d->name, d->version, DRIVER_VERSION);
+	if (d && (d->flags & DRIVER_STRUCTURED) && find_entry(s, "parser"))
+		return fail(ps, entry_line(s, "parser"),
+			    "key 'parser': driver '%s' takes no parser: its records are structured", d->name);
+	rc = load_typed(ps, s, config_input_keys, in, &ti, &in->drv);
 	if (rc)
 		return rc;
 	if (!in->stream && !(in->stream = xstrdup(in->name)))
@@ -709,7 +449,7 @@ static int load_output(struct parser_state *ps, struct config *c, struct section
 	*tail = o;
 	c->n_outputs++;
 	o->name = xstrdup(s->name);
-	if (!o->name || cfg_defaults(output_keys, o))
+	if (!o->name || cfg_defaults(config_output_keys, o))
 		return oom(ps);
 	for (int i = 0; output_types[i]; i++)
 		add_known(&ti, output_types[i]->name);
@@ -720,7 +460,7 @@ static int load_output(struct parser_state *ps, struct config *c, struct section
 		ti.validate = t->validate;
 	}
 	o->out_type = t;
-	return load_typed(ps, s, output_keys, o, &ti, &o->typ);
+	return load_typed(ps, s, config_output_keys, o, &ti, &o->typ);
 }
 
 /* [agent] id and state_dir, checked where they are set. */
@@ -773,7 +513,7 @@ static char *clean_value(char *v, bool *bad_quote)
 	return v;
 }
 
-static int add_entry(struct section *s, const char *k, const char *v, int line)
+static int add_entry(struct section *s, const char *k, const char *v, const char *raw, int line)
 {
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? s->cap * 2 : 16;
@@ -784,7 +524,7 @@ static int add_entry(struct section *s, const char *k, const char *v, int line)
 		s->e = e;
 		s->cap = cap;
 	}
-	s->e[s->n++] = (struct entry){ k, v, line, false };
+	s->e[s->n++] = (struct entry){ k, v, raw, line, false };
 	return 0;
 }
 
@@ -801,13 +541,45 @@ static void hash_hex(const char *text, size_t len, char out[65])
 		snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
-static int parse_sections(struct parser_state *ps, char *text, struct section **out, size_t *nout)
+/* A text split into sections. Keys and raw values point into the text,
+ * cleaned values into vals, a buffer of the text's size. */
+struct sections {
+	struct section *s;
+	size_t n;
+	char *vals;
+};
+
+static void sections_release(struct sections *ss)
+{
+	for (size_t i = 0; i < ss->n; i++)
+		xfree(ss->s[i].e);
+	xfree(ss->s);
+	xfree(ss->vals);
+	*ss = (struct sections){ NULL, 0, NULL };
+}
+
+/* Split text (modified in place) into sections of entries. The same key
+ * may come on several lines: whether it may is known only once the section's
+ * key table is, in apply(). A body is the lines of one section without its
+ * header (cfg_parse_section()). */
+static int parse_sections(struct parser_state *ps, char *text, bool body, struct sections *out)
 {
 	struct section *secs = NULL;
 	size_t n = 0, cap = 0;
-	char *line = text, *next;
+	char *line = text, *next, *vals;
 	int lineno = 0, rc = 0;
 
+	vals = xmalloc(strlen(text) + 1);
+	if (!vals)
+		return -ENOMEM;
+	if (body) {
+		secs = xcalloc(1, sizeof(*secs));
+		if (!secs) {
+			rc = -ENOMEM;
+			goto out_free;
+		}
+		n = cap = 1;
+	}
 	for (; line; line = next) {
 		char *p, *eq;
 		bool badq = false;
@@ -829,6 +601,10 @@ static int parse_sections(struct parser_state *ps, char *text, struct section **
 			p++;
 		if (!*p || *p == '#' || *p == ';')
 			continue;
+		if (*p == '[' && body) {
+			rc = fail(ps, lineno, "a section header where only the keys of one section may be");
+			goto out_free;
+		}
 		if (*p == '[') {
 			char *close = strchr(p, ']'), *rest, kind[16] = "", name[64] = "";
 			int fields;
@@ -872,7 +648,7 @@ static int parse_sections(struct parser_state *ps, char *text, struct section **
 				const char *near = NULL;
 
 				for (int i = 0; kinds[i] && !near; i++)
-					if (close_to(kind, kinds[i]))
+					if (cfg_close_to(kind, kinds[i]))
 						near = kinds[i];
 				if (near)
 					rc = fail(ps, lineno, "unknown section [%s] (did you mean [%s%s]?)", kind,
@@ -913,12 +689,15 @@ static int parse_sections(struct parser_state *ps, char *text, struct section **
 			goto out_free;
 		}
 		{
-			char *k = p, *ke = eq, *v;
+			char *k = p, *ke = eq, *v, *raw = eq + 1;
 
 			while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t'))
 				ke--;
 			*ke = '\0';
-			v = clean_value(eq + 1, &badq);
+			while (*raw == ' ' || *raw == '\t')
+				raw++;
+			v = strcpy(vals + (raw - text), raw);
+			v = clean_value(v, &badq);
 			if (badq) {
 				rc = fail(ps, lineno, "key '%s': unbalanced or misplaced quote", k);
 				goto out_free;
@@ -931,26 +710,19 @@ static int parse_sections(struct parser_state *ps, char *text, struct section **
 				rc = fail(ps, lineno, "key '%s' before any [section]", k);
 				goto out_free;
 			}
-			for (size_t i = 0; i < secs[n - 1].n; i++) {
-				if (!strcmp(secs[n - 1].e[i].key, k)) {
-					rc = fail(ps, lineno, "key '%s' set twice (first on line %d)", k,
-						  secs[n - 1].e[i].line);
-					goto out_free;
-				}
-			}
-			if (add_entry(&secs[n - 1], k, v, lineno)) {
+			if (add_entry(&secs[n - 1], k, v, raw, lineno)) {
 				rc = -ENOMEM;
 				goto out_free;
 			}
 		}
 	}
-	*out = secs;
-	*nout = n;
+	*out = (struct sections){ secs, n, vals };
 	return 0;
 out_free:
 	for (size_t i = 0; i < n; i++)
 		xfree(secs[i].e);
 	xfree(secs);
+	xfree(vals);
 	return rc;
 }
 
@@ -958,9 +730,9 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 		 size_t errlen)
 {
 	struct parser_state ps = { name, err, errlen };
-	struct section *secs = NULL, *agent_sec = NULL, no_sec = { .line = 0 };
+	struct section *agent_sec = NULL, no_sec = { .line = 0 };
+	struct sections ss = { NULL, 0, NULL };
 	struct config *c;
-	size_t nsec = 0;
 	char *copy;
 	int rc;
 
@@ -975,27 +747,27 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 	}
 	hash_hex(text, len, c->hash);
 	c->path = xstrdup(name);
-	if (!c->path || cfg_defaults(agent_keys, &c->agent) || cfg_defaults(queue_keys, &c->queue)) {
+	if (!c->path || cfg_defaults(config_agent_keys, &c->agent) || cfg_defaults(config_queue_keys, &c->queue)) {
 		rc = -ENOMEM;
 		goto out_free;
 	}
-	rc = parse_sections(&ps, copy, &secs, &nsec);
+	rc = parse_sections(&ps, copy, false, &ss);
 	if (rc)
 		goto out_free;
-	for (size_t i = 0; i < nsec && !rc; i++) {
-		struct section *s = &secs[i];
+	for (size_t i = 0; i < ss.n && !rc; i++) {
+		struct section *s = &ss.s[i];
 
 		if (!strcmp(s->kind, "agent")) {
-			rc = apply(&ps, s, agent_keys, &c->agent);
+			rc = apply(&ps, s, config_agent_keys, &c->agent);
 			if (!rc)
-				rc = check_unused(&ps, s, agent_keys, NULL, "");
+				rc = check_unused(&ps, s, config_agent_keys, NULL, "");
 			if (!rc)
 				rc = check_agent(&ps, s, &c->agent);
 			agent_sec = s;
 		} else if (!strcmp(s->kind, "queue")) {
-			rc = apply(&ps, s, queue_keys, &c->queue);
+			rc = apply(&ps, s, config_queue_keys, &c->queue);
 			if (!rc)
-				rc = check_unused(&ps, s, queue_keys, NULL, "");
+				rc = check_unused(&ps, s, config_queue_keys, NULL, "");
 		} else if (!strcmp(s->kind, "input")) {
 			rc = load_input(&ps, c, s);
 		} else {
@@ -1043,11 +815,39 @@ int config_parse(const char *text, size_t len, const char *name, struct config *
 out_free:
 	if (rc == -ENOMEM)
 		oom(&ps);
-	for (size_t i = 0; i < nsec; i++)
-		xfree(secs[i].e);
-	xfree(secs);
+	sections_release(&ss);
 	xfree(copy);
 	config_free(c);
+	return rc;
+}
+
+int cfg_parse_section(const struct cfg_key *keys, void *base, const char *text, const char *name,
+		      char *err, size_t errlen)
+{
+	struct parser_state ps = { name, err, errlen };
+	struct sections ss = { NULL, 0, NULL };
+	char *copy;
+	int rc;
+
+	err[0] = '\0';
+	copy = xstrdup(text);
+	if (!copy)
+		return oom(&ps);
+	rc = cfg_defaults(keys, base);
+	if (rc == -EINVAL)
+		rc = fail(&ps, 0, "the built-in defaults of the key table are invalid");
+	if (!rc)
+		rc = parse_sections(&ps, copy, true, &ss);
+	if (!rc)
+		rc = apply(&ps, &ss.s[0], keys, base);
+	if (!rc)
+		rc = check_unused(&ps, &ss.s[0], keys, NULL, "");
+	if (rc == -ENOMEM)
+		oom(&ps);
+	if (rc)
+		cfg_release(keys, base);
+	sections_release(&ss);
+	xfree(copy);
 	return rc;
 }
 
@@ -1128,8 +928,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 int config_peek_agent(const char *path, struct agent_conf *ac)
 {
 	struct parser_state ps;
-	struct section *secs = NULL;
-	size_t nsec = 0, len;
+	struct sections ss = { NULL, 0, NULL };
+	size_t len;
 	char *text = NULL, err[256];
 	int rc;
 
@@ -1138,33 +938,36 @@ int config_peek_agent(const char *path, struct agent_conf *ac)
 	rc = read_config_file(path, &text, &len, err, sizeof(err));
 	if (rc)
 		return rc;
-	rc = cfg_defaults(agent_keys, ac);
+	rc = cfg_defaults(config_agent_keys, ac);
 	if (!rc && memchr(text, '\0', len))
 		rc = -EINVAL;
 	if (!rc)
-		rc = parse_sections(&ps, text, &secs, &nsec);
-	for (size_t i = 0; !rc && i < nsec; i++) {
-		/* Bad values elsewhere do not matter here; a bad one in
-		 * [agent] leaves that key at its default. */
-		for (size_t j = 0; !strcmp(secs[i].kind, "agent") && j < secs[i].n; j++) {
-			const struct cfg_key *k = find_key(agent_keys, secs[i].e[j].key);
+		rc = parse_sections(&ps, text, false, &ss);
+	for (size_t i = 0; !rc && i < ss.n; i++) {
+		const struct section *s = &ss.s[i];
 
-			if (k && cfg_set(k, ac, secs[i].e[j].value, err, sizeof(err)) == -ENOMEM)
+		/* Bad values elsewhere do not matter here; a bad one in
+		 * [agent], or one set twice, leaves that key at its default. */
+		for (size_t j = 0; !strcmp(s->kind, "agent") && j < s->n; j++) {
+			const struct cfg_key *k = cfg_find_key(config_agent_keys, s->e[j].key);
+			bool twice = false;
+
+			for (size_t o = 0; o < s->n; o++)
+				twice |= o != j && !strcmp(s->e[o].key, s->e[j].key);
+			if (k && !twice && cfg_set(k, ac, s->e[j].value, err, sizeof(err)) == -ENOMEM)
 				rc = -ENOMEM;
 		}
 	}
-	for (size_t i = 0; i < nsec; i++)
-		xfree(secs[i].e);
-	xfree(secs);
+	sections_release(&ss);
 	xfree(text);
 	if (rc)
-		cfg_release(agent_keys, ac);
+		cfg_release(config_agent_keys, ac);
 	return rc;
 }
 
 void config_agent_release(struct agent_conf *ac)
 {
-	cfg_release(agent_keys, ac);
+	cfg_release(config_agent_keys, ac);
 }
 
 void config_free(struct config *c)
@@ -1178,7 +981,7 @@ void config_free(struct config *c)
 		if (in->drv_type)
 			cfg_release(in->drv_type->conf_keys, in->drv);
 		xfree(in->drv);
-		cfg_release(input_keys, in);
+		cfg_release(config_input_keys, in);
 		xfree(in->name);
 		xfree(in);
 	}
@@ -1189,127 +992,13 @@ void config_free(struct config *c)
 		if (o->out_type)
 			cfg_release(o->out_type->conf_keys, o->typ);
 		xfree(o->typ);
-		cfg_release(output_keys, o);
+		cfg_release(config_output_keys, o);
 		xfree(o->name);
 		xfree(o);
 	}
-	cfg_release(agent_keys, &c->agent);
-	cfg_release(queue_keys, &c->queue);
+	cfg_release(config_agent_keys, &c->agent);
+	cfg_release(config_queue_keys, &c->queue);
 	xfree(c->path);
 	xfree(c);
 }
 
-static void print_comment(FILE *f, const char *h)
-{
-	while (*h) {
-		int n = 0, last = 0;
-
-		while (n < 74 && h[n]) {
-			if (h[n] == ' ')
-				last = n;
-			n++;
-		}
-		if (h[n] && last)
-			n = last;
-		fprintf(f, "# %.*s\n", n, h);
-		h += n;
-		while (*h == ' ')
-			h++;
-	}
-}
-
-static const char *type_name(const struct cfg_key *k)
-{
-	switch (k->type) {
-	case CFG_SIZE: return "size";
-	case CFG_DURATION: return "duration";
-	case CFG_ENUM: return "enum";
-	default: return type_hint(k->type);
-	}
-}
-
-static void print_keys(FILE *f, const struct cfg_key *keys, bool md, const char *skip)
-{
-	for (const struct cfg_key *k = keys; k && k->name; k++) {
-		if (skip && !strcmp(k->name, skip))
-			continue;
-		if (md) {
-			fprintf(f, "| `%s` | %s", k->name, type_name(k));
-			if (k->type == CFG_ENUM) {
-				fprintf(f, ": ");
-				for (int i = 0; k->enums[i]; i++)
-					fprintf(f, "%s`%s`", i ? ", " : "", k->enums[i]);
-			}
-			fprintf(f, " | %s | %s |\n", k->required ? "**required**" : k->def ? k->def : "(see text)",
-				k->help);
-			continue;
-		}
-		fprintf(f, "\n");
-		print_comment(f, k->help);
-		if (k->required)
-			fprintf(f, "%s = %s\n", k->name, k->example ? k->example : "");
-		else
-			fprintf(f, "#%s = %s\n", k->name, k->def ? k->def : k->example ? k->example : "");
-	}
-}
-
-static void print_section(FILE *f, const char *title, const char *intro, const struct cfg_key *keys)
-{
-	fprintf(f, "\n### %s\n\n%s\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n",
-		title, intro);
-	print_keys(f, keys, true, NULL);
-}
-
-static void print_markdown(FILE *f)
-{
-	char title[96];
-
-	print_section(f, "[agent]", "Who this agent is and where it keeps its state.", agent_keys);
-	print_section(f, "[queue]", "The durable on-disk queue every accepted record is kept in.", queue_keys);
-	print_section(f, "[input NAME]", "Keys every input has, whatever its driver.", input_keys);
-	for (int i = 0; driver_registry[i]; i++) {
-		snprintf(title, sizeof(title), "driver = %s", driver_registry[i]->name);
-		print_section(f, title, driver_registry[i]->help, driver_registry[i]->conf_keys);
-	}
-	print_section(f, "[output NAME]", "Keys every output has, whatever its type.", output_keys);
-	for (int i = 0; output_types[i]; i++) {
-		snprintf(title, sizeof(title), "type = %s", output_types[i]->name);
-		print_section(f, title, output_types[i]->help, output_types[i]->conf_keys);
-	}
-}
-
-/* A loadable example: every key with its help, defaults commented out,
- * one input of the first driver and one output of the first type. */
-static void print_example(FILE *f)
-{
-	const struct driver *d = driver_registry[0];
-	const struct output_type *t = output_types[0];
-
-	fprintf(f, "# agentd configuration: every key, with its default commented out.\n"
-		   "# Sizes take KiB/MiB/GiB, durations ms/s/m/h, booleans true/false,\n"
-		   "# yes/no or on/off. Validate with\n"
-		   "#   agentd --check-config FILE\n\n[agent]\n");
-	print_keys(f, agent_keys, false, NULL);
-	fprintf(f, "\n[queue]\n");
-	print_keys(f, queue_keys, false, NULL);
-	fprintf(f, "\n# One section per input; NAME is the default stream name.\n[input sensors]\n");
-	print_comment(f, input_keys[0].help);
-	fprintf(f, "driver = %s\n", d->name);
-	print_keys(f, input_keys, false, "driver");
-	fprintf(f, "\n# Keys of driver = %s: %s\n", d->name, d->help);
-	print_keys(f, d->conf_keys, false, NULL);
-	fprintf(f, "\n# One section per output.\n[output lake]\n");
-	print_comment(f, output_keys[0].help);
-	fprintf(f, "type = %s\n", t->name);
-	print_keys(f, output_keys, false, "type");
-	fprintf(f, "\n# Keys of type = %s: %s\n", t->name, t->help);
-	print_keys(f, t->conf_keys, false, NULL);
-}
-
-void config_print_reference(FILE *f, bool md)
-{
-	if (md)
-		print_markdown(f);
-	else
-		print_example(f);
-}

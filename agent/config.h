@@ -31,18 +31,38 @@ enum cfg_type {
 	CFG_DURATION, /* int64_t milliseconds; suffixes ms, s, m, h (bare = ms) */
 	CFG_BOOL,     /* bool; true/false, yes/no, on/off, 1/0 */
 	CFG_ENUM,     /* int, index into enums[] */
+	CFG_LIST,     /* struct cfg_list; the key may be given on several lines */
+	CFG_TABLE,    /* struct cfg_table; one row per line the key is given on */
 };
+
+/* CFG_LIST: every value of a key that may be given on several lines; each line's value is also
+ * split at commas, items trimmed, empty items refused. Default `def` is parsed the same way.
+ * A section that gives the key replaces the default. */
+struct cfg_list { char **v; size_t n; };
+
+/* CFG_TABLE: one row per line the key is given on, in file order. A row is words `col=value`
+ * separated by blanks; a value may be double-quoted to hold blanks or '#'. Each row is a struct of
+ * key->row_size bytes filled from key->cols' defaults and then from its words, with the same types,
+ * bounds, enums and messages as section keys ("FILE:LINE: key 'register': column 'type': 'float33'
+ * is not one of ..."; an unknown column names the one probably meant; a required column must be
+ * given). Row structs are released with cfg_release(key->cols, row). Columns are of any type but
+ * CFG_TABLE, at most 64 of them; a table's `def`, if not NULL, is its one default row. */
+struct cfg_table { void *rows; size_t n; };
+#define CFG_ROW(tab, type, i) (&((type *)(tab)->rows)[i])
 
 struct cfg_key {
 	const char *name;
 	enum cfg_type type;
-	const char *def;       /* default as text, NULL = unset (only CFG_STR) */
+	const char *def;       /* default as text; NULL = unset (CFG_STR: NULL, CFG_LIST:
+	                        * no items, CFG_TABLE: no rows; no other type) */
 	size_t offset;         /* into the section's struct */
 	const char *help;      /* one or two sentences for the field engineer */
 	const char *const *enums; /* CFG_ENUM: NULL-terminated names */
 	int64_t min, max;      /* CFG_INT/SIZE/DURATION bounds; both 0 = unbounded */
 	bool required;
 	const char *example;   /* value shown in the example config, if not def */
+	const struct cfg_key *cols;  /* CFG_TABLE: the columns, {NULL}-terminated */
+	size_t row_size;             /* CFG_TABLE: sizeof the row struct */
 };
 
 enum on_full { ON_FULL_DROP_OLDEST, ON_FULL_BLOCK };
@@ -128,15 +148,32 @@ void config_free(struct config *c);
 int config_peek_agent(const char *path, struct agent_conf *ac);
 void config_agent_release(struct agent_conf *ac);
 
-/* Fill a struct from a key table's defaults (used for sections and tests).
- * Returns 0 or -ENOMEM. */
+/* Fill a zeroed struct from a key table's defaults (used for sections and
+ * tests). Returns 0, -ENOMEM, or -EINVAL when a built-in default is invalid
+ * (logged). */
 int cfg_defaults(const struct cfg_key *keys, void *base);
-/* Parse one value into base per its key. Returns 0, -ENOMEM, or -EINVAL
- * with err set ("'x' is too large: the maximum is 64MiB", ...). */
+/* Parse one value into base per its key: a CFG_LIST gets the value's items
+ * appended, a CFG_TABLE one row appended (value is the row's words); other
+ * types are replaced. Returns 0, -ENOMEM, or -EINVAL with err set ("'x' is
+ * too large: the maximum is 64MiB", "column 'type': ...", ...); on an error
+ * base is as it was. */
 int cfg_set(const struct cfg_key *key, void *base, const char *value,
 	    char *err, size_t errlen);
-/* Free the CFG_STR members of a struct described by keys. */
+/* Free what a struct described by keys owns: CFG_STR members, every list
+ * item, every table row's members (through the key's cols) and the arrays.
+ * Freed members are left NULL/empty. Accepts a NULL base. */
 void cfg_release(const struct cfg_key *keys, void *base);
+
+/* Parse the key = value lines of one section body (no [header]) into base
+ * against one key table, by the same code config_parse uses for every
+ * section: a zeroed base gets the defaults first, then each line; keys
+ * other than CFG_LIST and CFG_TABLE at most once; required keys; unknown
+ * keys named with the one probably meant. `name` opens messages ("NAME:LINE: key 'k': ..."). Used by
+ * the tests, and by drivers' own unit tests for their key tables. Returns 0,
+ * -EINVAL with err set, or -ENOMEM ("NAME: out of memory: ..."); on an error
+ * base is released (cfg_release), so nothing needs freeing. */
+int cfg_parse_section(const struct cfg_key *keys, void *base, const char *text,
+		      const char *name, char *err, size_t errlen);
 
 /* Print the reference of every section and key: markdown (docs) or a
  * commented example config. */

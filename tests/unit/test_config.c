@@ -1,10 +1,12 @@
 /* test_config.c - the config format: values, units, strictness, messages. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "config_int.h"
 #include "driver.h"
 #include "mem.h"
 #include "output.h"
@@ -97,7 +99,7 @@ TEST(test_units_quotes_comments)
 TEST(test_errors_name_line_and_key)
 {
 	bad(GOOD "colour = blue\n", "t.conf:9: unknown key 'colour' in [output lake]");
-	bad("[agent]\nid = a\nid = b\n" GOOD, "t.conf:3: key 'id' set twice (first on line 2)");
+	bad("[agent]\nid = a\nid = b\n" GOOD_IO, "t.conf:3: key 'id' set twice (first on line 2)");
 	bad("[queue]\nmax_bytes = lots\n" GOOD, "t.conf:2: key 'max_bytes': 'lots' is not a valid size");
 	bad("[queue]\nmax_bytes = 10\n" GOOD, "t.conf:2: key 'max_bytes': '10' is too small: the minimum is 1MiB");
 	bad("[queue]\non_full = panic\n" GOOD,
@@ -285,6 +287,273 @@ TEST(test_same_text_same_hash)
 	config_free(d);
 }
 
+/* A key table with a list and a table, like a device driver's register map:
+ * no driver in the registry has one yet, so these go through
+ * cfg_parse_section(), the code config_parse() runs for every section. */
+static const char *const reg_types[] = { "u16", "s16", "float32", NULL };
+
+struct reg {
+	char *name;
+	int64_t address;
+	int type;
+	int64_t max_age_ms;
+	int64_t buffer;
+	bool writable;
+	char *desc;
+};
+
+#define RC(f) offsetof(struct reg, f)
+static const struct cfg_key reg_cols[] = {
+	{ "name", CFG_STR, NULL, RC(name), "Field name in the record.", NULL, 0, 0, true, "voltage" },
+	{ "address", CFG_INT, NULL, RC(address), "Register address.", NULL, 0, 65535, true, "100" },
+	{ "type", CFG_ENUM, "u16", RC(type), "How the registers are read.", reg_types },
+	{ "max_age", CFG_DURATION, "1s", RC(max_age_ms), "Oldest reading kept.", NULL, 0, 3600000 },
+	{ "buffer", CFG_SIZE, "1KiB", RC(buffer), "Read buffer.", NULL, 16, 1 << 20 },
+	{ "writable", CFG_BOOL, "false", RC(writable), "May be written." },
+	{ "desc", CFG_STR, "", RC(desc), "What it is, for people." },
+	{ NULL },
+};
+
+struct dev {
+	char *host;
+	struct cfg_list tags;
+	struct cfg_list servers;
+	struct cfg_table regs;
+	int64_t timeout_ms;
+};
+
+#define DK(f) offsetof(struct dev, f)
+static const struct cfg_key dev_keys[] = {
+	{ "host", CFG_STR, NULL, DK(host), "Device host.", NULL, 0, 0, true, "plc-1" },
+	{ "tag", CFG_LIST, NULL, DK(tags), "Tags of the device." },
+	{ "server", CFG_LIST, "a, b", DK(servers), "Servers asked in turn." },
+	{ .name = "register", .type = CFG_TABLE, .offset = DK(regs), .help = "One register per line.",
+	  .cols = reg_cols, .row_size = sizeof(struct reg) },
+	{ "timeout", CFG_DURATION, "1s", DK(timeout_ms), "Answer timeout.", NULL, 1, 60000 },
+	{ NULL },
+};
+
+static int parse_dev(const char *text, struct dev *d)
+{
+	memset(d, 0, sizeof(*d));
+	return cfg_parse_section(dev_keys, d, text, "s.conf", err, sizeof(err));
+}
+
+/* A section body that must fail: the message holds `want`, nothing leaks. */
+static void bad_dev(const char *text, const char *want)
+{
+	size_t before = mem_in_use();
+	struct dev d;
+	int rc = parse_dev(text, &d);
+
+	CHECK_EQ_INT(rc, -EINVAL);
+	CHECK_EQ_INT(mem_in_use(), before);
+	if (!strstr(err, want)) {
+		fprintf(stderr, "message \"%s\" lacks \"%s\"\n", err, want);
+		CHECK(0);
+	}
+}
+
+TEST(test_list_values)
+{
+	struct dev d;
+
+	REQUIRE(parse_dev("host = h\ntag = a, b\n# between\ntag =  c  \ntag = d # comment\n", &d) == 0);
+	REQUIRE(d.tags.n == 4);
+	CHECK_EQ_STR(d.tags.v[0], "a");
+	CHECK_EQ_STR(d.tags.v[1], "b");
+	CHECK_EQ_STR(d.tags.v[2], "c");
+	CHECK_EQ_STR(d.tags.v[3], "d");
+	/* Not given: the default, split the same way. */
+	REQUIRE(d.servers.n == 2);
+	CHECK_EQ_STR(d.servers.v[0], "a");
+	CHECK_EQ_STR(d.servers.v[1], "b");
+	cfg_release(dev_keys, &d);
+	CHECK(d.tags.v == NULL && d.tags.n == 0);
+	/* Given: the lines replace the default, they do not add to it. */
+	REQUIRE(parse_dev("host = h\nserver = x\nserver = y,z\n", &d) == 0);
+	REQUIRE(d.servers.n == 3);
+	CHECK_EQ_STR(d.servers.v[0], "x");
+	CHECK_EQ_STR(d.servers.v[2], "z");
+	CHECK_EQ_INT(d.tags.n, 0);
+	cfg_release(dev_keys, &d);
+	bad_dev("host = h\ntag = a\ntag = a,,b\n", "s.conf:3: key 'tag': 'a,,b' has an empty item");
+	bad_dev("host = h\ntag = a,\n", "s.conf:2: key 'tag': 'a,' has an empty item");
+	bad_dev("host = h\ntag = , a\n", "s.conf:2: key 'tag': ', a' has an empty item");
+	bad_dev("host = h\ntag =\n", "s.conf:2: key 'tag': no value: a list needs at least one item");
+}
+
+/* A list is not changed by a value it refuses. */
+TEST(test_list_refused_value_leaves_it)
+{
+	const struct cfg_key *k = &dev_keys[1];
+	struct dev d;
+
+	memset(&d, 0, sizeof(d));
+	REQUIRE(cfg_set(k, &d, "a", err, sizeof(err)) == 0);
+	CHECK_EQ_INT(cfg_set(k, &d, "b,,c", err, sizeof(err)), -EINVAL);
+	REQUIRE(d.tags.n == 1);
+	CHECK_EQ_STR(d.tags.v[0], "a");
+	cfg_release(dev_keys, &d);
+}
+
+TEST(test_table_rows)
+{
+	struct dev d;
+	struct reg *r;
+
+	REQUIRE(parse_dev("register = name=voltage address=100\n"
+			  "host = h\n"
+			  "register = address=7  name=flow type=float32 max_age=2m buffer=4KiB writable=yes "
+			  "desc=\"litres # per s\"   # a comment\n", &d) == 0);
+	REQUIRE(d.regs.n == 2);
+	/* In file order; the first row has every column's default. */
+	r = CFG_ROW(&d.regs, struct reg, 0);
+	CHECK_EQ_STR(r->name, "voltage");
+	CHECK_EQ_INT(r->address, 100);
+	CHECK_EQ_INT(r->type, 0);
+	CHECK_EQ_INT(r->max_age_ms, 1000);
+	CHECK_EQ_INT(r->buffer, 1024);
+	CHECK(!r->writable);
+	CHECK_EQ_STR(r->desc, "");
+	r = CFG_ROW(&d.regs, struct reg, 1);
+	CHECK_EQ_STR(r->name, "flow");
+	CHECK_EQ_INT(r->address, 7);
+	CHECK_EQ_INT(r->type, 2);
+	CHECK_EQ_INT(r->max_age_ms, 120000);
+	CHECK_EQ_INT(r->buffer, 4096);
+	CHECK(r->writable);
+	CHECK_EQ_STR(r->desc, "litres # per s");
+	CHECK_EQ_INT(d.timeout_ms, 1000);
+	cfg_release(dev_keys, &d);
+	/* A comment right after a closing quote ends the row, as after a key's value. */
+	REQUIRE(parse_dev("host = h\nregister = address=1 name=\"a b\"# c=1\n", &d) == 0);
+	REQUIRE(d.regs.n == 1);
+	CHECK_EQ_STR(CFG_ROW(&d.regs, struct reg, 0)->name, "a b");
+	cfg_release(dev_keys, &d);
+	CHECK(d.regs.rows == NULL && d.regs.n == 0);
+	/* No line: no rows. */
+	REQUIRE(parse_dev("host = h\n", &d) == 0);
+	CHECK_EQ_INT(d.regs.n, 0);
+	cfg_release(dev_keys, &d);
+}
+
+/* Every message names the row's line, the key and the column. */
+TEST(test_table_errors)
+{
+	bad_dev("host = h\nregister = name=a address=1\nregister = name=b address=2 type=float33\n",
+		"s.conf:3: key 'register': column 'type': 'float33' is not one of: u16, s16, float32");
+	bad_dev("host = h\nregister = name=a adress=1\n",
+		"s.conf:2: key 'register': unknown column 'adress' (did you mean 'address'?)");
+	bad_dev("host = h\nregister = name=a colour=1\n",
+		"s.conf:2: key 'register': unknown column 'colour' (columns: name, address, type, max_age, "
+		"buffer, writable, desc)");
+	bad_dev("host = h\nregister = name=a\n", "s.conf:2: key 'register': missing required column 'address'");
+	bad_dev("host = h\nregister = name=a address=70000\n",
+		"s.conf:2: key 'register': column 'address': '70000' is too large: the maximum is 65535");
+	bad_dev("host = h\nregister = name=a address=1 max_age=5 parsecs\n",
+		"s.conf:2: key 'register': 'parsecs' is not column=value");
+	bad_dev("host = h\nregister = name=a address=1 max_age=2h\n",
+		"s.conf:2: key 'register': column 'max_age': '2h' is too large: the maximum is 1h");
+	bad_dev("host = h\nregister = name=a address=1 max_age=soon\n",
+		"s.conf:2: key 'register': column 'max_age': 'soon' is not a valid duration");
+	bad_dev("host = h\nregister = name=a address=1 buffer=2\n",
+		"s.conf:2: key 'register': column 'buffer': '2' is too small: the minimum is 16 bytes");
+	bad_dev("host = h\nregister = name=a address=1 writable=perhaps\n",
+		"s.conf:2: key 'register': column 'writable': 'perhaps' is not a boolean");
+	bad_dev("host = h\nregister = name=a address=1 address=2\n",
+		"s.conf:2: key 'register': column 'address' is given twice in the row");
+	bad_dev("host = h\nregister = name=a address=1 desc=\"open\n",
+		"s.conf:2: key 'register': column 'desc': a quote is not closed");
+	bad_dev("host = h\nregister = name=a address=1 desc=\"a\"b\n",
+		"s.conf:2: key 'register': column 'desc': text right after the closing quote");
+	bad_dev("host = h\nregister = # nothing\n", "s.conf:2: key 'register': an empty row");
+	bad_dev("host = h\nregister = =1\n", "s.conf:2: key 'register': '=1' is not column=value");
+}
+
+/* Keys of the other types may still be given once only; so may a section's
+ * keys in a whole config. */
+TEST(test_single_keys_given_twice)
+{
+	bad_dev("host = a\ntag = x\nhost = b\n", "s.conf:3: key 'host' set twice (first on line 1)");
+	bad_dev("host = a\ntimeout = 1s\ntimeout = 2s\n", "s.conf:3: key 'timeout' set twice (first on line 2)");
+	bad("[queue]\non_full = block\n\non_full = block\n" GOOD,
+	    "t.conf:4: key 'on_full' set twice (first on line 2)");
+	bad("[input s]\ndriver = tail\npath = /x\npath = /y\n[output o]\ntype = mqtt\n",
+	    "t.conf:4: key 'path' set twice (first on line 3)");
+	bad(GOOD "url = mqtt://a\nurl = mqtt://b\n", "t.conf:10: key 'url' set twice (first on line 9)");
+}
+
+/* The body parser is the section parser: the same checks and messages. */
+TEST(test_section_body_checks)
+{
+	bad_dev("tag = a\n", "s.conf: the section: missing required key 'host'");
+	bad_dev("hst = a\n", "s.conf:1: unknown key 'hst' in the section (did you mean 'host'?)");
+	bad_dev("host = a\nregistr = name=a address=1\n",
+		"s.conf:2: unknown key 'registr' in the section (did you mean 'register'?)");
+	bad_dev("host = a\ntimeout = 0\n", "s.conf:2: key 'timeout': '0' is too small: the minimum is 1 ms");
+	bad_dev("host = a\n[input x]\n", "s.conf:2: a section header where only the keys of one section may be");
+	bad_dev("host = \"a\n", "s.conf:1: key 'host': unbalanced or misplaced quote");
+}
+
+static char *print_to_string(bool md)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	if (!f)
+		return NULL;
+	if (md)
+		cfg_print_section_md(f, "driver = dev", "A device.", dev_keys);
+	else
+		cfg_print_keys_conf(f, dev_keys, NULL);
+	fclose(f);
+	return out;
+}
+
+static void check_has(const char *text, const char *want)
+{
+	if (!strstr(text, want)) {
+		fprintf(stderr, "reference lacks \"%s\" in:\n%s\n", want, text);
+		CHECK(0);
+	}
+}
+
+/* The reference shows a table's columns under its key, with type, default
+ * and help, and says how lists are written. */
+TEST(test_reference_shows_columns_and_lists)
+{
+	char *md = print_to_string(true), *conf = print_to_string(false);
+
+	REQUIRE(md && conf);
+	check_has(md, "| `register` | table (one row per line the key is given on; columns below) | (no rows) | "
+		  "One register per line. |\n");
+	check_has(md, "| `tag` | list (comma-separated; the key may be given on several lines) | (none) |");
+	check_has(md, "| `server` | list (comma-separated; the key may be given on several lines) | a, b |");
+	check_has(md, "\nColumns of `register`: each line `register = column=value column=value ...`");
+	check_has(md, "    register = name=voltage address=100\n");
+	check_has(md, "| column | type | default | meaning |\n| --- | --- | --- | --- |\n"
+		  "| `name` | text | **required** | Field name in the record. |\n"
+		  "| `address` | integer | **required** | Register address. |\n"
+		  "| `type` | enum: `u16`, `s16`, `float32` | u16 | How the registers are read. |\n"
+		  "| `max_age` | duration | 1s | Oldest reading kept. |\n");
+	check_has(md, "| `desc` | text | `\"\"` | What it is, for people. |\n");
+	/* The columns come after the section's key table, not inside it. */
+	CHECK(strstr(md, "| `timeout` |") < strstr(md, "Columns of `register`"));
+	check_has(conf, "# Tags of the device.\n# Items are separated by commas; the key may be given on "
+		  "several lines.\n#tag = \n");
+	check_has(conf, "#server = a, b\n");
+	check_has(conf, "# One register per line.\n");
+	check_has(conf, "#   name: text, required. Field name in the record.\n");
+	check_has(conf, "#   type: one of u16, s16, float32, default u16. How the registers are read.\n");
+	check_has(conf, "#   desc: text, default \"\". What it is, for people.\n");
+	check_has(conf, "#register = name=voltage address=100\n");
+	check_has(conf, "host = plc-1\n");
+	free(md);
+	free(conf);
+}
+
 /* Configs that between them reach every allocation of a parse: each
  * output type's check, more sections and keys than the first allocation
  * of their arrays holds. */
@@ -355,6 +624,68 @@ TEST(test_out_of_memory)
 	}
 }
 
+/* A section with lists and a table: each allocation fails in turn, the
+ * answer is -ENOMEM with a message saying so, nothing leaks, and the same
+ * text parses once memory is there again. */
+TEST(test_out_of_memory_lists_and_tables)
+{
+	static const char text[] =
+		"host = plc-1\ntag = a, b, c\ntag = d\nserver = x\n"
+		"register = name=voltage address=100 type=float32 desc=\"volts # L1\"\n"
+		"register = name=current address=102\nregister = name=power address=104 max_age=5s\n"
+		"timeout = 2s\n";
+	size_t before = mem_in_use();
+	long i;
+
+	for (i = 0; i < 100000; i++) {
+		struct dev d;
+		int rc;
+
+		mem_fail_after(i);
+		rc = parse_dev(text, &d);
+		mem_fail_after(-1);
+		if (rc == 0) {
+			CHECK_EQ_INT(d.tags.n, 4);
+			CHECK_EQ_INT(d.servers.n, 1);
+			CHECK_EQ_INT(d.regs.n, 3);
+			CHECK_EQ_STR(CFG_ROW(&d.regs, struct reg, 0)->desc, "volts # L1");
+			cfg_release(dev_keys, &d);
+			break;
+		}
+		if (rc != -ENOMEM)
+			fprintf(stderr, "allocation %ld: rc %d: %s\n", i, rc, err);
+		CHECK_EQ_INT(rc, -ENOMEM);
+		CHECK(strstr(err, "s.conf: out of memory") == err);
+		CHECK_EQ_INT(mem_in_use(), before);
+	}
+	CHECK(i > 10);
+	CHECK_EQ_INT(mem_in_use(), before);
+}
+
+/* agentctl reads [agent] of a file that may be invalid elsewhere: a key
+ * given twice there keeps its default, one given twice elsewhere does not
+ * matter. */
+TEST(test_peek_agent_with_keys_given_twice)
+{
+	char dir[] = "/tmp/test_config.XXXXXX", path[128];
+	struct agent_conf ac;
+	FILE *f;
+
+	REQUIRE(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/a.conf", dir);
+	f = fopen(path, "w");
+	REQUIRE(f);
+	fputs("[agent]\nstate_dir = /a\nstate_dir = /b\ncontrol_socket = /s\n"
+	      "[output o]\ntype = mqtt\ntype = https\n", f);
+	fclose(f);
+	REQUIRE(config_peek_agent(path, &ac) == 0);
+	CHECK_EQ_STR(ac.state_dir, "/var/lib/agentd");
+	CHECK_EQ_STR(ac.control_socket, "/s");
+	config_agent_release(&ac);
+	unlink(path);
+	rmdir(dir);
+}
+
 /* The same from a file, where reading it allocates too. */
 TEST(test_out_of_memory_loading_a_file)
 {
@@ -389,6 +720,21 @@ TEST(test_out_of_memory_loading_a_file)
 	rmdir(dir);
 }
 
+/* A driver built against another interface is refused when a config
+ * names it (test_config_drivers.c); none of ours may be one. */
+TEST(test_registered_drivers_speak_this_interface)
+{
+	int n = 0;
+
+	for (int i = 0; driver_registry[i]; i++, n++) {
+		if (driver_registry[i]->version != DRIVER_VERSION)
+			fprintf(stderr, "driver '%s' is version %d\n", driver_registry[i]->name,
+				driver_registry[i]->version);
+		CHECK_EQ_INT(driver_registry[i]->version, DRIVER_VERSION);
+	}
+	CHECK(n > 0);
+}
+
 int main(void)
 {
 	RUN(test_good_and_defaults);
@@ -401,7 +747,17 @@ int main(void)
 	RUN(test_binary_garbage);
 	RUN(test_load_file_errors);
 	RUN(test_same_text_same_hash);
+	RUN(test_list_values);
+	RUN(test_list_refused_value_leaves_it);
+	RUN(test_table_rows);
+	RUN(test_table_errors);
+	RUN(test_single_keys_given_twice);
+	RUN(test_section_body_checks);
+	RUN(test_reference_shows_columns_and_lists);
 	RUN(test_out_of_memory);
+	RUN(test_out_of_memory_lists_and_tables);
+	RUN(test_registered_drivers_speak_this_interface);
 	RUN(test_out_of_memory_loading_a_file);
+	RUN(test_peek_agent_with_keys_given_twice);
 	TEST_END();
 }
