@@ -21,9 +21,6 @@
 
 #include "modbus.h"
 
-/* Until the config has table values (CFG_TABLE, CFG_ROW), the driver is
- * not built. */
-#ifdef CFG_ROW
 
 struct mb_row {
 	char *name;
@@ -743,4 +740,3 @@ const struct driver modbus_driver = {
 	.stop = modbus_stop,
 };
 
-#endif

@@ -6,9 +6,11 @@
 #include "driver.h"
 
 extern const struct driver tail_driver;
+extern const struct driver modbus_driver;
 
 const struct driver *const driver_registry[] = {
 	&tail_driver,
+	&modbus_driver,
 	NULL,
 };
 
