@@ -153,6 +153,32 @@ def every_type_and_order_reaches_the_lake():
 
 
 @test
+def groups_have_records_and_intervals_of_their_own():
+    need_server()
+    d = h.tmpdir()
+    srv = Server(d, tcp_port=h.free_port()).start()
+    rows = [("voltage", "input", 0, "float32", "abcd", "unit=V group=fast", 230.5),
+            ("current", "input", 6, "float32", "abcd", "unit=A group=fast", 5.25),
+            ("energy", "input", 342, "float32", "abcd", "unit=kWh group=slow interval=3s", 12345.5)]
+    broker, lake, agent = setup(d, modbus_input("meter", "tcp://127.0.0.1:%d" % srv.port, rows))
+    fast = wait_rec(lake, "meter", lambda x: x.get("group") == "fast", "a fast record")
+    slow = wait_rec(lake, "meter", lambda x: x.get("group") == "slow", "a slow record")
+    assert fast["data"] == {"device": "meter", "group": "fast", "voltage": 230.5, "current": 5.25,
+                            "units": {"voltage": "V", "current": "A"}}, fast
+    assert slow["data"] == {"device": "meter", "group": "slow", "energy": 12345.5,
+                            "units": {"energy": "kWh"}}, slow
+    assert fast["key"].startswith("modbus:meter:fast:") and slow["key"].startswith("modbus:meter:slow:")
+
+    def counts():
+        return (len(recs(lake, "meter", lambda x: x.get("group") == "fast")),
+                len(recs(lake, "meter", lambda x: x.get("group") == "slow")))
+    # The fast group (200 ms) is polled many times per poll of the slow one (3 s).
+    h.wait_until(lambda: counts()[0] >= 10, 30, "ten fast records")
+    f, sl = counts()
+    assert f > 2 * sl, (f, sl)
+
+
+@test
 def refused_range_ships_good_values_and_quality():
     need_server()
     d = h.tmpdir()
