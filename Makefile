@@ -81,7 +81,18 @@ $(O)/tests/fuzz-regression: $(O)/tests/fuzz/fuzz_parse.o $(O)/tests/fuzz/regress
 $(O)/tests/test_queue $(O)/tests/test_powercut $(O)/tests/test_input $(O)/tests/test_sysfs: \
 	$(O)/tests/unit/crashvfs.o
 
-tests: $(TESTS) $(O)/tests/fuzz-regression
+# A Modbus slave on Debian's libmodbus, for the tests only. It runs on the
+# build machine, so cross builds (TARGET_CFLAGS, ports/static/build) leave it
+# out: the tests that need it then skip.
+ifeq ($(TARGET_CFLAGS),)
+TEST_SERVERS = $(O)/tests/modbus_server
+endif
+$(O)/tests/modbus_server: tests/servers/modbus_server.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS_DEV) $(CFLAGS_SAN) $$(pkg-config --cflags libmodbus) -o $@ $< \
+		$(LDFLAGS) $$(pkg-config --libs libmodbus)
+
+tests: $(TESTS) $(O)/tests/fuzz-regression $(TEST_SERVERS)
 
 # The suite runs twice: as built, then built again with AddressSanitizer
 # and UndefinedBehaviorSanitizer into $(O)-san (unless SANITIZE is set).

@@ -7,10 +7,12 @@
 
 extern const struct driver sysfs_driver;
 extern const struct driver tail_driver;
+extern const struct driver modbus_driver;
 
 const struct driver *const driver_registry[] = {
 	&tail_driver,
 	&sysfs_driver,
+	&modbus_driver,
 	NULL,
 };
 
