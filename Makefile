@@ -5,7 +5,7 @@
 #   make SANITIZE=address,undefined test
 #   make torture              the queue under thousands of simulated power cuts
 #   make demo                 start a local broker and agentd on a demo config
-#   make bench                tail -> queue -> MQTT benchmark (not a test)
+#   make bench                tail -> queue -> MQTT, and sampling, benchmarks (not tests)
 #   make O=build-asan/ ...    out-of-tree build directory
 #   make RELEASE=1            lenient flags (-O2, no -Werror)
 #   make static TARGET=aarch64|armhf|armel|x86_64
@@ -124,6 +124,7 @@ demo: all
 
 bench: all $(O)/bench-load
 	@O=$(O) tools/bench
+	@O=$(O) tools/bench-sampling
 
 static:
 	@ports/static/build $(TARGET)
