@@ -5,7 +5,7 @@
 #   make SANITIZE=address,undefined test
 #   make torture              the queue under thousands of simulated power cuts
 #   make demo                 start a local broker and agentd on a demo config
-#   make bench                tail -> queue -> MQTT benchmark (not a test)
+#   make bench                tail -> queue -> MQTT, and sampling, benchmarks (not tests)
 #   make O=build-asan/ ...    out-of-tree build directory
 #   make RELEASE=1            lenient flags (-O2, no -Werror)
 #   make static TARGET=aarch64|armhf|armel|x86_64
@@ -78,9 +78,21 @@ $(O)/tests/fuzz-regression: $(O)/tests/fuzz/fuzz_parse.o $(O)/tests/fuzz/regress
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # The power-cut simulator (a SQLite VFS) for the queue's tests.
-$(O)/tests/test_queue $(O)/tests/test_powercut $(O)/tests/test_input: $(O)/tests/unit/crashvfs.o
+$(O)/tests/test_queue $(O)/tests/test_powercut $(O)/tests/test_input $(O)/tests/test_sysfs: \
+	$(O)/tests/unit/crashvfs.o
 
-tests: $(TESTS) $(O)/tests/fuzz-regression
+# A Modbus slave on Debian's libmodbus, for the tests only. It runs on the
+# build machine, so cross builds (TARGET_CFLAGS, ports/static/build) leave it
+# out: the tests that need it then skip.
+ifeq ($(TARGET_CFLAGS),)
+TEST_SERVERS = $(O)/tests/modbus_server
+endif
+$(O)/tests/modbus_server: tests/servers/modbus_server.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS_DEV) $(CFLAGS_SAN) $$(pkg-config --cflags libmodbus) -o $@ $< \
+		$(LDFLAGS) $$(pkg-config --libs libmodbus)
+
+tests: $(TESTS) $(O)/tests/fuzz-regression $(TEST_SERVERS)
 
 # The suite runs twice: as built, then built again with AddressSanitizer
 # and UndefinedBehaviorSanitizer into $(O)-san (unless SANITIZE is set).
@@ -112,6 +124,7 @@ demo: all
 
 bench: all $(O)/bench-load
 	@O=$(O) tools/bench
+	@O=$(O) tools/bench-sampling
 
 static:
 	@ports/static/build $(TARGET)

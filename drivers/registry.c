@@ -6,10 +6,14 @@
 #include "driver.h"
 
 extern const struct driver tail_driver;
+extern const struct driver sysfs_driver;
+extern const struct driver modbus_driver;
 extern const struct driver system_driver;
 
 const struct driver *const driver_registry[] = {
 	&tail_driver,
+	&sysfs_driver,
+	&modbus_driver,
 	&system_driver,
 	NULL,
 };
