@@ -77,8 +77,10 @@ $(O)/tests/fuzz-regression: $(O)/tests/fuzz/fuzz_parse.o $(O)/tests/fuzz/regress
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-# The power-cut simulator (a SQLite VFS) for the queue's tests.
-$(O)/tests/test_queue $(O)/tests/test_powercut $(O)/tests/test_input $(O)/tests/test_sysfs: \
+# The power-cut simulator (a SQLite VFS) for the queue's tests and the
+# drivers' (tests/unit/input_rig.h).
+$(O)/tests/test_queue $(O)/tests/test_powercut $(O)/tests/test_input $(O)/tests/test_sysfs \
+$(O)/tests/test_system: \
 	$(O)/tests/unit/crashvfs.o
 
 # A Modbus slave on Debian's libmodbus, for the tests only. It runs on the

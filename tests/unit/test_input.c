@@ -17,53 +17,27 @@
 #include "test.h"
 #include "test_clock.h"
 #include "crashvfs.h"
+#include "input_rig.h"
 #include <sqlite3.h>
 
 static char dir[] = "/tmp/test_input.XXXXXX";
 
-struct rig {
-	struct agent a;
-	struct input *in;
-};
 
 static int rig_init(struct rig *r, const char *parser)
 {
-	static const char *const outputs[] = { "lake" };
-	struct queue_opts o = { 0 };
-	char text[512], err[512], db[128];
-	int rc;
+	char text[512], db[128];
 
-	memset(r, 0, sizeof(*r));
 	snprintf(text, sizeof(text),
 		 "[agent]\nid = gw-01\nstate_dir = %s\n"
 		 "[input sensors]\ndriver = tail\npath = %s/*.log\nparser = %s\n"
 		 "[output lake]\ntype = mqtt\n", dir, dir, parser);
-	rc = config_parse(text, strlen(text), "t.conf", &r->a.cfg, err, sizeof(err));
-	if (rc) {
-		fprintf(stderr, "%s\n", err);
-		return rc;
-	}
 	snprintf(db, sizeof(db), "%s/queue.db", dir);
-	unlink(db);
-	o.path = db;
-	o.synchronous = r->a.cfg->queue.synchronous;
-	o.max_bytes = r->a.cfg->queue.max_bytes;
-	o.on_full = r->a.cfg->queue.on_full;
-	rc = loop_init(&r->a.loop);
-	if (!rc)
-		rc = queue_open(&r->a.q, &o, outputs, 1);
-	if (!rc)
-		rc = input_create(&r->a, r->a.cfg->inputs, &r->in);
-	return rc;
+	return input_rig_init(r, text, db, false, NULL);
 }
 
 static void rig_release(struct rig *r)
 {
-	input_free(r->in);
-	loop_timer_cancel(r->a.loop, &r->a.commit_timer);
-	queue_close(r->a.q);
-	loop_free(r->a.loop);
-	config_free(r->a.cfg);
+	input_rig_release(r);
 }
 
 static struct status_input snapshot(const struct rig *r)
@@ -133,7 +107,6 @@ struct fake {
 };
 
 static struct fake fk;
-static const struct driver *real_driver;
 
 static int fake_start(struct input *in, void **state)
 {
@@ -176,58 +149,26 @@ static const struct driver fake_told = {
 	.committed = fake_committed, .rolled_back = fake_rolled_back,
 };
 
-/* A pipeline of one input on a real queue (through the power-cut VFS, to
- * fail a commit on purpose) and the agent's own commit logic, on the test
- * clock. */
+/* One input with a driver of the test's own, on a real queue (through the
+ * power-cut VFS, to fail a commit on purpose) and the agent's own commit
+ * logic, on the test clock. */
 static int rig2_init(struct rig *r, const struct driver *d)
 {
-	static const char *const outputs[] = { "lake" };
-	struct queue_opts o = { 0 };
-	char text[512], err[512], db[128];
-	int rc;
+	char text[512], db[128];
 
-	memset(r, 0, sizeof(*r));
 	memset(&fk, 0, sizeof(fk));
 	tc_install(0);
 	snprintf(text, sizeof(text),
 		 "[agent]\nid = gw-01\nstate_dir = %s\n[queue]\ncommit_interval = 100ms\n"
 		 "[input meter]\ndriver = tail\npath = %s/*.log\n"
 		 "[output lake]\ntype = mqtt\n", dir, dir);
-	rc = config_parse(text, strlen(text), "t.conf", &r->a.cfg, err, sizeof(err));
-	if (rc) {
-		fprintf(stderr, "%s\n", err);
-		return rc;
-	}
-	real_driver = r->a.cfg->inputs->drv_type;  /* frees its keys' values */
-	r->a.cfg->inputs->drv_type = d;
 	snprintf(db, sizeof(db), "%s/queue2.db", dir);
-	unlink(db);
-	crashvfs_reset();
-	o.path = db;
-	o.vfs = CRASHVFS_NAME;
-	o.synchronous = r->a.cfg->queue.synchronous;
-	o.max_bytes = r->a.cfg->queue.max_bytes;
-	o.on_full = r->a.cfg->queue.on_full;
-	rc = loop_init(&r->a.loop);
-	if (!rc)
-		rc = queue_open(&r->a.q, &o, outputs, 1);
-	if (!rc)
-		rc = input_create(&r->a, r->a.cfg->inputs, &r->in);
-	if (rc)
-		return rc;
-	agent_init_timers(&r->a);
-	r->a.inputs = &r->in;
-	r->a.n_inputs = 1;
-	return input_start(r->in);
+	return input_rig_init(r, text, db, true, d);
 }
 
 static void rig2_release(struct rig *r)
 {
-	r->a.cfg->inputs->drv_type = real_driver;
-	r->a.inputs = NULL;
-	r->a.n_inputs = 0;
-	loop_timer_cancel(r->a.loop, &r->a.restart_timer);
-	rig_release(r);
+	input_rig_release(r);
 	crashvfs_reset();
 	tc_uninstall();
 }

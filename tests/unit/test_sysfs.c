@@ -19,6 +19,7 @@
 #include "test.h"
 #include "test_clock.h"
 #include "crashvfs.h"
+#include "input_rig.h"
 #include "../../drivers/sysfs.h"
 #include <sqlite3.h>
 
@@ -461,61 +462,23 @@ TEST(test_discover_out_of_memory)
 
 /* ---- the driver through the input core, on a real queue -------------- */
 
-struct rig {
-	struct agent a;
-	struct input *in;
-};
-
 static int rig_init(struct rig *r, const char *keys)
 {
-	static const char *const outputs[] = { "lake" };
-	struct queue_opts o = { 0 };
-	char text[1024], err[512], db[512];
-	int rc;
+	char text[1024], db[512];
 
-	memset(r, 0, sizeof(*r));
 	tc_now_ms = 1000000;            /* every test starts at the same time */
 	tc_install(0);
 	snprintf(text, sizeof(text),
 		 "[agent]\nid = gw-01\nstate_dir = %s\n[queue]\ncommit_interval = 100ms\n"
 		 "[input sensors]\ndriver = sysfs\nroot = %s\n%s"
 		 "[output lake]\ntype = mqtt\n", dir, root, keys);
-	rc = config_parse(text, strlen(text), "t.conf", &r->a.cfg, err, sizeof(err));
-	if (rc) {
-		fprintf(stderr, "%s\n", err);
-		return rc;
-	}
 	snprintf(db, sizeof(db), "%s/queue.db", dir);
-	unlink(db);
-	crashvfs_reset();
-	o.path = db;
-	o.vfs = CRASHVFS_NAME;
-	o.synchronous = r->a.cfg->queue.synchronous;
-	o.max_bytes = r->a.cfg->queue.max_bytes;
-	o.on_full = r->a.cfg->queue.on_full;
-	rc = loop_init(&r->a.loop);
-	if (!rc)
-		rc = queue_open(&r->a.q, &o, outputs, 1);
-	if (!rc)
-		rc = input_create(&r->a, r->a.cfg->inputs, &r->in);
-	if (rc)
-		return rc;
-	agent_init_timers(&r->a);
-	r->a.inputs = &r->in;
-	r->a.n_inputs = 1;
-	return input_start(r->in);
+	return input_rig_init(r, text, db, true, NULL);
 }
 
 static void rig_release(struct rig *r)
 {
-	r->a.inputs = NULL;
-	r->a.n_inputs = 0;
-	input_free(r->in);
-	loop_timer_cancel(r->a.loop, &r->a.commit_timer);
-	loop_timer_cancel(r->a.loop, &r->a.restart_timer);
-	queue_close(r->a.q);
-	loop_free(r->a.loop);
-	config_free(r->a.cfg);
+	input_rig_release(r);
 	crashvfs_reset();
 	tc_uninstall();
 }

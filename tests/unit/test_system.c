@@ -19,6 +19,7 @@
 #include "status.h"
 #include "test.h"
 #include "test_clock.h"
+#include "input_rig.h"
 #include "../../drivers/system.h"
 
 static char dir[] = "/tmp/test_system.XXXXXX";
@@ -301,11 +302,6 @@ TEST(test_mounts)
 
 /* ---- the driver on the input core -------------------------------------- */
 
-struct rig {
-	struct agent a;
-	struct input *in;
-};
-
 static int fake_statvfs_calls;
 static char fake_statvfs_seen[256];
 
@@ -330,53 +326,21 @@ static int fake_statvfs(const char *path, struct statvfs *st)
 
 static int rig_init(struct rig *r, const char *extra)
 {
-	static const char *const outputs[] = { "lake" };
-	struct queue_opts o = { 0 };
-	char text[1024], err[512], db[160];
-	int rc;
+	char text[1024], db[160];
 
-	memset(r, 0, sizeof(*r));
 	tc_install(0);
 	snprintf(text, sizeof(text),
 		 "[agent]\nid = gw-01\nstate_dir = %s\n[queue]\ncommit_interval = 100ms\n"
 		 "[input host]\ndriver = system\ninterval = 10s\nproc_root = %s\nsys_root = %s\n"
 		 "mounts = %s/mounts\n%s"
 		 "[output lake]\ntype = mqtt\n", dir, proc, sys_, dir, extra);
-	rc = config_parse(text, strlen(text), "t.conf", &r->a.cfg, err, sizeof(err));
-	if (rc) {
-		fprintf(stderr, "%s\n", err);
-		return rc;
-	}
 	snprintf(db, sizeof(db), "%s/queue.db", dir);
-	unlink(db);
-	o.path = db;
-	o.synchronous = r->a.cfg->queue.synchronous;
-	o.max_bytes = r->a.cfg->queue.max_bytes;
-	o.on_full = r->a.cfg->queue.on_full;
-	rc = loop_init(&r->a.loop);
-	if (!rc)
-		rc = queue_open(&r->a.q, &o, outputs, 1);
-	if (!rc)
-		rc = input_create(&r->a, r->a.cfg->inputs, &r->in);
-	if (rc)
-		return rc;
-	agent_init_timers(&r->a);
-	r->a.inputs = &r->in;
-	r->a.n_inputs = 1;
-	return input_start(r->in);
+	return input_rig_init(r, text, db, false, NULL);
 }
 
 static void rig_release(struct rig *r)
 {
-	input_stop(r->in);
-	input_free(r->in);
-	r->a.inputs = NULL;
-	r->a.n_inputs = 0;
-	loop_timer_cancel(r->a.loop, &r->a.commit_timer);
-	loop_timer_cancel(r->a.loop, &r->a.restart_timer);
-	queue_close(r->a.q);
-	loop_free(r->a.loop);
-	config_free(r->a.cfg);
+	input_rig_release(r);
 	tc_uninstall();
 }
 
