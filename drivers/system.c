@@ -468,13 +468,13 @@ int sys_read_thermal(const char *sys_root, struct sys_thermal *out, size_t max, 
 			continue;
 		memset(z, 0, sizeof(*z));
 		strcpy(z->zone, de->d_name);
-		snprintf(rel, sizeof(rel), "%s/type", de->d_name);
+		snprintf(rel, sizeof(rel), "%s/type", z->zone);
 		if (!read_text(path, rel, buf, sizeof(buf), &len, NULL)) {
 			buf[strcspn(buf, "\n")] = '\0';
 			buf[sizeof(z->type) - 1] = '\0';
 			memcpy(z->type, buf, strlen(buf) + 1);
 		}
-		snprintf(rel, sizeof(rel), "%s/temp", de->d_name);
+		snprintf(rel, sizeof(rel), "%s/temp", z->zone);
 		z->rc = read_text(path, rel, buf, sizeof(buf), &len, NULL);
 		if (!z->rc) {
 			neg = *skip_blanks(buf) == '-';
