@@ -198,13 +198,14 @@ static char *join(const char *a, const char *b)
 	return p;
 }
 
+/* Whether dir/name exists. It allocates nothing, so that running out of
+ * memory can never pass for a file that is not there. */
 static bool exists(const char *dir, const char *name)
 {
-	char *p = join(dir, name);
-	bool ok = p && access(p, F_OK) == 0;
+	char p[4096];
+	int n = snprintf(p, sizeof(p), "%s/%s", dir, name);
 
-	xfree(p);
-	return ok;
+	return n > 0 && (size_t)n < sizeof(p) && access(p, F_OK) == 0;
 }
 
 /* A name or label file's first line, without blanks at its ends; NULL when
@@ -469,7 +470,7 @@ static int hwmon_chans(const struct sysfs_opts *o, struct sysfs_plan *p, struct 
 		int t = hwmon_type(f);
 		char stem[64], label[80], *path;
 		struct sysfs_chan *c;
-		bool skipped;
+		bool skipped = false;
 
 		if (t < 0 || strlen(f) >= sizeof(stem))
 			continue;
@@ -609,7 +610,7 @@ static int iio_chans(const struct sysfs_opts *o, struct sysfs_plan *p, struct sy
 		const char *f = v[i]->d_name, *us = strrchr(f, '_');
 		char chan[96], type[32], other[128], *path;
 		size_t cl, tl = 0;
-		bool raw, skipped;
+		bool raw, skipped = false;
 		struct sysfs_chan *c;
 
 		if (!us)
@@ -759,7 +760,7 @@ static int discover_w1(const struct sysfs_opts *o, struct sysfs_plan *p)
 		char *dir, *path;
 		struct sysfs_dev *d;
 		struct sysfs_chan *c;
-		bool skipped;
+		bool skipped = false;
 
 		if (!w1_thermometer(v[i]->d_name))
 			continue;
@@ -801,7 +802,7 @@ static int discover_files(const struct sysfs_opts *o, struct sysfs_plan *p)
 		const struct sysfs_file *f = &o->files[i];
 		char *path = join(o->root, f->path);
 		struct sysfs_chan *c;
-		bool skipped;
+		bool skipped = false;
 
 		c = path ? chan_add(o, p, d, xstrdup(f->name), f->name, path, &skipped) : NULL;
 		xfree(path);
