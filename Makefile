@@ -85,7 +85,8 @@ $(O)/tests/test_system: \
 
 # A Modbus slave on Debian's libmodbus, for the tests only. It runs on the
 # build machine, so cross builds (TARGET_CFLAGS, ports/static/build) leave it
-# out: the tests that need it then skip.
+# out, and their tests use the build machine's ($MODBUS_SERVER, set by
+# ports/static/check).
 ifeq ($(TARGET_CFLAGS),)
 TEST_SERVERS = $(O)/tests/modbus_server
 endif
@@ -141,7 +142,7 @@ deb: static
 	@deb=$$(ports/debian/build-deb $(TARGET)) && \
 	RUN_WRAPPER="$(QEMU_$(TARGET))" ports/debian/check-deb "$$deb"
 
-static-check: all
+static-check: all $(TEST_SERVERS)
 	@ports/static/check
 
 docs: all
