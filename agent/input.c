@@ -246,8 +246,9 @@ static bool replay_pending(const struct input *in)
 static void keep_copy(struct input *in, enum replay_kind kind, const char *key, const char *reason,
 		      const char *data, size_t len, const struct sample_time *t)
 {
-	struct replay_hdr h = { (uint32_t)kind, (uint32_t)strlen(key),
-				reason ? (uint32_t)strlen(reason) : 0, (uint32_t)len,
+	/* Key and reason are kept with their NUL, to be used in place. */
+	struct replay_hdr h = { (uint32_t)kind, (uint32_t)strlen(key) + 1,
+				reason ? (uint32_t)strlen(reason) + 1 : 0, (uint32_t)len,
 				t->wall_ms, t->mono_ms };
 
 	if (!(in->drv->flags & DRIVER_REPLAY) || in->replaying)
@@ -259,7 +260,8 @@ static void keep_copy(struct input *in, enum replay_kind kind, const char *key, 
 	}
 	buf_add(&in->replay, &h, sizeof(h));
 	buf_add(&in->replay, key, h.key_len);
-	buf_add(&in->replay, reason, h.reason_len);
+	if (reason)
+		buf_add(&in->replay, reason, h.reason_len);
 	buf_add(&in->replay, data, len);
 	in->replay_pos = in->replay.len;    /* everything kept is in the transaction */
 }
@@ -600,7 +602,6 @@ static bool replay(struct input *in)
 		struct replay_hdr h;
 		const char *p = in->replay.p + in->replay_pos, *key, *reason, *data;
 		struct sample_time t;
-		char kbuf[256], rbuf[256];
 
 		memcpy(&h, p, sizeof(h));
 		key = p + sizeof(h);
@@ -608,17 +609,15 @@ static bool replay(struct input *in)
 		data = reason + h.reason_len;
 		t.wall_ms = h.wall_ms;
 		t.mono_ms = h.mono_ms;
-		snprintf(kbuf, sizeof(kbuf), "%.*s", (int)h.key_len, key);
-		snprintf(rbuf, sizeof(rbuf), "%.*s", (int)h.reason_len, reason);
 		switch (h.kind) {
 		case RP_REJECT:
-			rc = dead_letter(in, data, h.data_len, kbuf, rbuf, &t);
+			rc = dead_letter(in, data, h.data_len, key, reason, &t);
 			break;
 		case RP_GAP:
-			rc = append_gap(in, data, h.data_len, kbuf, &t);
+			rc = append_gap(in, data, h.data_len, key, &t);
 			break;
 		default:
-			rc = emit(in, data, h.data_len, kbuf, &t, h.kind == RP_BUILT);
+			rc = emit(in, data, h.data_len, key, &t, h.kind == RP_BUILT);
 			break;
 		}
 		if (rc)

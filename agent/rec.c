@@ -52,11 +52,10 @@ void rec_free(struct rec *r)
 
 void rec_reset(struct rec *r, size_t max_bytes)
 {
-	struct buf keep = r->w.b;
+	struct buf keep = r->w.b;     /* the writer's buffer, reused */
 
 	buf_reset(&keep);
 	jw_init(&r->w);
-	buf_release(&r->w.b);
 	r->w.b = keep;
 	buf_reset(&r->units);
 	buf_reset(&r->quality);

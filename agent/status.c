@@ -366,7 +366,7 @@ const char *const status_err_names[STATUS_ERR_KINDS] = {
 
 /* "device connected" (or why not), then
  * "120 requests, errors: 2 timeout, 1 crc; last sample 1s ago". */
-static int render_device(const struct status *s, const struct status_input *in, struct buf *out)
+static int render_device(const struct status_input *in, struct buf *out)
 {
 	char why[160], age[48];
 	bool any = false;
@@ -397,7 +397,6 @@ static int render_device(const struct status *s, const struct status_input *in, 
 		rc |= buf_printf(out, "; %" PRId64 " sample%s skipped after stalls", in->missed_samples,
 				 pl(in->missed_samples));
 	rc |= buf_addc(out, '\n');
-	(void)s;
 	return rc ? -ENOMEM : 0;
 }
 
@@ -428,7 +427,7 @@ static int render_inputs(const struct status *s, struct buf *out)
 				 pl(in->records), size, age, in->dlq,
 				 in->duplicates);
 		if (in->device)
-			rc |= render_device(s, in, out);
+			rc |= render_device(in, out);
 		if (in->last_error[0]) {
 			clean(err, sizeof(err), in->last_error);
 			human_age(age, sizeof(age), s, in->last_error_wall_ms);
