@@ -231,6 +231,41 @@ static char short_escape(unsigned char c)
 	}
 }
 
+int buf_add_base64(struct buf *b, const void *data, size_t len)
+{
+	static const char al[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const unsigned char *s = data;
+	size_t i = 0;
+	char *o;
+	int err;
+
+	if (len > (SIZE_MAX - 3) / 4 * 3)
+		return -ENOMEM;
+	if ((err = buf_reserve(b, (len + 2) / 3 * 4)))
+		return err;
+	o = b->p + b->len;
+	for (; i + 3 <= len; i += 3) {
+		uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+
+		*o++ = al[v >> 18];
+		*o++ = al[(v >> 12) & 63];
+		*o++ = al[(v >> 6) & 63];
+		*o++ = al[v & 63];
+	}
+	if (i < len) {
+		uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < len ? (uint32_t)s[i + 1] << 8 : 0);
+
+		*o++ = al[v >> 18];
+		*o++ = al[(v >> 12) & 63];
+		*o++ = i + 1 < len ? al[(v >> 6) & 63] : '=';
+		*o++ = '=';
+	}
+	b->len = (size_t)(o - b->p);
+	b->p[b->len] = '\0';
+	return 0;
+}
+
 int json_add_str(struct buf *b, const char *str, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";

@@ -35,6 +35,9 @@ void buf_release(struct buf *b); /* frees memory */
  * ill-formed byte is written as \ufffd so the output is always valid JSON.
  * On -ENOMEM b is left as it was. */
 int json_add_str(struct buf *b, const char *s, size_t len);
+/* Append data in standard base64 (RFC 4648, with '=' padding, no line
+ * breaks). 0 or -ENOMEM. */
+int buf_add_base64(struct buf *b, const void *data, size_t len);
 
 /* A JSON writer that tracks commas; keys are ignored inside arrays.
  * Errors are sticky in w->err and reported by jw_finish(). */

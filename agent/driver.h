@@ -141,6 +141,15 @@ void rec_num(struct rec *r, const char *name, double v, const char *unit);
 void rec_int(struct rec *r, const char *name, int64_t v, const char *unit);
 void rec_uint(struct rec *r, const char *name, uint64_t v, const char *unit);
 void rec_bool(struct rec *r, const char *name, bool v);
+/* Bytes as a base64 string (RFC 4648, padded): binary payloads. */
+void rec_base64(struct rec *r, const char *name, const void *data, size_t len);
+/* Raw data parsed by the input's own `parser` (raw, json, csv, ...) and
+ * added as the value of field `name`, so a driver can wrap a payload in
+ * fields of its own ({"topic":...,"payload":<parsed>}). 0, or -EINVAL
+ * with the parser's reason in why (nothing added: dead-letter the raw data
+ * with input_reject()), or -ENOMEM (kept as the builder's error). */
+int input_rec_parsed(struct input *in, struct rec *r, const char *name, const char *data,
+		     size_t len, char *why, size_t whylen);
 /* A value that could not be read (null), and why. */
 void rec_null(struct rec *r, const char *name, const char *unit, const char *quality);
 /* Mark a field already added to the current object with a quality. */

@@ -397,6 +397,26 @@ struct rec *input_rec_begin(struct input *in)
 	return in->rec;
 }
 
+int input_rec_parsed(struct input *in, struct rec *r, const char *name, const char *data,
+		     size_t len, char *why, size_t whylen)
+{
+	int rc;
+
+	if (!r)
+		return -ENOMEM;
+	buf_reset(&in->data);
+	rc = parse_record(parser_of(in), data, len, in->have_header ? in->header.p : NULL,
+			  in->header.len, &in->data, why, whylen);
+	if (rc == -EINVAL)
+		return rc;
+	if (rc) {
+		rec_set_error(r, rc);
+		return rc;
+	}
+	rec_json(r, name, in->data.p, in->data.len);
+	return 0;
+}
+
 int input_emit_rec(struct input *in, struct rec *r, const char *key, const struct sample_time *t)
 {
 	const char *data;

@@ -35,6 +35,12 @@ static void rec_fail(struct rec *r, int err)
 		r->err = err;
 }
 
+void rec_set_error(struct rec *r, int err)
+{
+	if (r)
+		rec_fail(r, err);
+}
+
 struct rec *rec_new(void)
 {
 	return xcalloc(1, sizeof(struct rec));
@@ -160,6 +166,21 @@ void rec_uint(struct rec *r, const char *name, uint64_t v, const char *unit)
 	n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
 	jw_raw(&r->w, name, tmp, (size_t)n);
 	side_add(r, &r->units, name, unit);
+}
+
+void rec_base64(struct rec *r, const char *name, const void *data, size_t len)
+{
+	if (!usable(r, name))
+		return;
+	jw_raw(&r->w, name, "\"", 1);
+	if (!r->w.err && (buf_add_base64(&r->w.b, data, len) || buf_addc(&r->w.b, '"')))
+		rec_fail(r, -ENOMEM);
+}
+
+void rec_json(struct rec *r, const char *name, const char *json, size_t len)
+{
+	if (usable(r, name))
+		jw_raw(&r->w, name, json, len);
 }
 
 void rec_bool(struct rec *r, const char *name, bool v)

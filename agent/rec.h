@@ -14,5 +14,9 @@ void rec_reset(struct rec *r, size_t max_bytes);
  * 0, or the first error: -ENOMEM, -EINVAL (nesting, an empty or reserved
  * name), -EMSGSIZE (over max_bytes, or a path too long). */
 int rec_finish(struct rec *r, const char **data, size_t *len);
+/* Make err the builder's error, unless it already has one. */
+void rec_set_error(struct rec *r, int err);
+/* Add a JSON value the caller has validated (input_rec_parsed()). */
+void rec_json(struct rec *r, const char *name, const char *json, size_t len);
 
 #endif

@@ -720,12 +720,34 @@ TEST(json_valid_typical_record)
 	CHECK(!json_valid(rec, strlen(rec) - 1, NULL, 0));
 }
 
+TEST(base64_rfc4648_vectors)
+{
+	static const char *const v[][2] = {
+		{ "", "" }, { "f", "Zg==" }, { "fo", "Zm8=" }, { "foo", "Zm9v" },
+		{ "foob", "Zm9vYg==" }, { "fooba", "Zm9vYmE=" }, { "foobar", "Zm9vYmFy" },
+	};
+	static const unsigned char bin[] = { 0x00, 0xfb, 0xff, 0xfe, 0x3e, 0x3f };
+	struct buf b = BUF_INIT;
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		buf_reset(&b);
+		REQUIRE(buf_adds(&b, "x") == 0);
+		CHECK_EQ_INT(buf_add_base64(&b, v[i][0], strlen(v[i][0])), 0);
+		CHECK_EQ_STR(b.p + 1, v[i][1]);
+	}
+	buf_reset(&b);
+	CHECK_EQ_INT(buf_add_base64(&b, bin, sizeof(bin)), 0);
+	CHECK_EQ_STR(b.p, "APv//j4/");
+	buf_release(&b);
+}
+
 int main(void)
 {
 	RUN(buf_grows_and_stays_terminated);
 	RUN(buf_printf_formats_long_text);
 	RUN(buf_survives_allocation_failure);
 	RUN(json_add_str_escapes);
+	RUN(base64_rfc4648_vectors);
 	RUN(json_add_str_oom_sweep);
 	RUN(escape_round_trip);
 	RUN(jw_writes_exact_text);

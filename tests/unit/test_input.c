@@ -13,6 +13,7 @@
 #include "loop.h"
 #include "mem.h"
 #include "queue.h"
+#include "rec.h"
 #include "status.h"
 #include "test.h"
 #include "test_clock.h"
@@ -94,6 +95,34 @@ TEST(test_invalid_records_are_dead_lettered)
 	CHECK_EQ_INT(st.dlq, 1);
 	CHECK_EQ_INT(st.duplicates, 0);
 	CHECK(strstr(st.last_error, "dead-lettered") != NULL);
+	rig_release(&r);
+}
+
+/* A driver wraps a payload parsed by the input's own parser in fields of
+ * its own; a payload the parser refuses adds nothing and says why. */
+TEST(test_parsed_payload_in_a_built_record)
+{
+	struct rig r;
+	struct rec *b;
+	char why[128];
+	const char *d;
+	size_t n;
+
+	REQUIRE(rig_init(&r, "json") == 0);
+	b = input_rec_begin(r.in);
+	rec_str(b, "topic", "t/1");
+	CHECK_EQ_INT(input_rec_parsed(r.in, b, "payload", " {\"v\": 1} ", 10, why, sizeof(why)), 0);
+	CHECK_EQ_INT(input_rec_parsed(r.in, b, "bad", "{v", 2, why, sizeof(why)), -EINVAL);
+	CHECK(why[0] != '\0');
+	rec_base64(b, "raw", "\x00\xffab", 4);
+	REQUIRE(rec_finish(b, &d, &n) == 0);
+	CHECK_EQ_STR(d, "{\"topic\":\"t/1\",\"payload\":{\"v\": 1},\"raw\":\"AP9hYg==\"}");
+	rig_release(&r);
+	REQUIRE(rig_init(&r, "raw") == 0);
+	b = input_rec_begin(r.in);
+	CHECK_EQ_INT(input_rec_parsed(r.in, b, "line", "a\"b", 3, why, sizeof(why)), 0);
+	REQUIRE(rec_finish(b, &d, &n) == 0);
+	CHECK_EQ_STR(d, "{\"line\":\"a\\\"b\"}");
 	rig_release(&r);
 }
 
@@ -343,6 +372,7 @@ int main(void)
 	}
 	RUN(test_duplicates_are_counted);
 	RUN(test_invalid_records_are_dead_lettered);
+	RUN(test_parsed_payload_in_a_built_record);
 	if (crashvfs_register() != 0) {
 		fprintf(stderr, "cannot register the power-cut VFS\n");
 		return 1;
