@@ -262,6 +262,15 @@ TEST(test_settings_and_lines)
 	snprintf(state, sizeof(state), "reading %s at 4800 8N2 rtscts, 6 lines", link_path);
 	CHECK_EQ_STR(st.state, state);
 	rig_release(&r);
+
+	/* Software flow control, at the top speed. */
+	REQUIRE(rig_init(&r, "baud = 4000000\nflow_control = xonxoff\n") == 0);
+	CHECK(snapshot(&r).connected);
+	REQUIRE(tcgetattr(p.slave, &t) == 0);
+	CHECK(cfgetispeed(&t) == B4000000);
+	CHECK((t.c_iflag & (IXON | IXOFF)) == (IXON | IXOFF));
+	CHECK(!(t.c_cflag & CRTSCTS) && !(t.c_cflag & CSTOPB));
+	rig_release(&r);
 	pty_close(&p);
 }
 
@@ -464,12 +473,14 @@ TEST(test_csv_header)
 
 /* Keys go on after a restart of the input, and after a failed commit
  * (its records replayed by the core, the counter saved again), so no
- * line's key is ever given twice. */
+ * line's key is ever given twice; a line read while the queue refuses
+ * records waits, and reading pauses until it is taken. */
 TEST(test_keys_survive_restart_and_failed_commit)
 {
 	struct rig r;
 	struct pty p;
 	struct seen s = { 0 };
+	struct want w;
 
 	REQUIRE(pty_open(&p));
 	point_at(p.name);
@@ -483,20 +494,28 @@ TEST(test_keys_survive_restart_and_failed_commit)
 	REQUIRE(wait_ticket(&r, 3));
 	crashvfs_fail_writes(1, SQLITE_FULL);
 	tc_advance(r.a.loop, 200);                  /* this commit fails */
-	tc_advance(r.a.loop, 3000);                 /* replayed and committed */
+	/* A line while the queue refuses records: it waits, reading pauses. */
+	put(&p, "c2\n");
+	w = (struct want){ &r, 0, "waiting for queue space" };
+	REQUIRE(tc_wait_io(r.a.loop, state_has, &w));
+	tc_advance(r.a.loop, 3000);                 /* replayed, c2 taken, committed */
+	CHECK_EQ_INT(input_ticket(r.in), 4);
 	input_stop(r.in);
 	REQUIRE(input_start(r.in) == 0);
 	put(&p, "d\n");
-	REQUIRE(wait_ticket(&r, 4));
+	REQUIRE(wait_ticket(&r, 5));
 	tc_advance(r.a.loop, 200);
 	CHECK(queue_read(r.a.q, 0, 100, collect, &s) >= 0);
-	REQUIRE(s.n == 4);
+	REQUIRE(s.n == 5);
 	CHECK_EQ_STR(s.data[2], "\"c\"");
-	CHECK_EQ_STR(s.data[3], "\"d\"");
-	CHECK_EQ_STR(s.key[0], "serial:gps:" SERIES ":1");
-	CHECK_EQ_STR(s.key[1], "serial:gps:" SERIES ":2");
-	CHECK_EQ_STR(s.key[2], "serial:gps:" SERIES ":3");
-	CHECK_EQ_STR(s.key[3], "serial:gps:" SERIES ":4");
+	CHECK_EQ_STR(s.data[3], "\"c2\"");
+	CHECK_EQ_STR(s.data[4], "\"d\"");
+	for (int i = 0; i < 5; i++) {
+		char want[64];
+
+		snprintf(want, sizeof(want), "serial:gps:" SERIES ":%d", i + 1);
+		CHECK_EQ_STR(s.key[i], want);
+	}
 	CHECK_EQ_INT(snapshot(&r).duplicates, 0);
 	rig_release(&r);
 	pty_close(&p);
