@@ -300,16 +300,6 @@ static struct sfile *find_ino(struct spool *s, uint64_t dev, uint64_t ino)
 	return NULL;
 }
 
-static struct sfile *find_name(struct spool *s, const char *name)
-{
-	struct sfile *hit = NULL;
-
-	for (size_t i = 0; i < s->n_files; i++)
-		if (s->files[i]->state != SF_GONE && !strcmp(s->files[i]->name, name))
-			hit = s->files[i];
-	return hit;
-}
-
 static void hex_put(char *out, const unsigned char *p, size_t n)
 {
 	if (!n) {
@@ -765,12 +755,12 @@ static void spool_inotify(struct loop_fd *w, unsigned revents)
 				s->wd = -1;
 			}
 			if (ev->len && ev->name[0]) {
-				if (ev->mask & (IN_CREATE | IN_MOVED_TO))
-					f = look_at(s, ev->name);
-				else
-					f = find_name(s, ev->name);
+				/* A look now, so that the next listing does not
+				 * take this change for a later one. */
 				if (ev->mask & (IN_DELETE | IN_MOVED_FROM))
 					s->want_scan = true;
+				else
+					f = look_at(s, ev->name);
 			}
 			if (f) {
 				f->changed_at = now;
@@ -1091,7 +1081,7 @@ static int text_slice(struct spool *s, struct sfile *f, int64_t budget, int reco
 			f->buf = p;
 			f->cap = cap;
 		}
-		want = READ_SIZE;
+		want = budget < READ_SIZE ? (size_t)budget : READ_SIZE;
 		if ((int64_t)want > f->size - at)
 			want = (size_t)(f->size - at);
 		n = pread_full(f->fd, f->buf + f->len, want, at);
