@@ -50,6 +50,9 @@
 #define BIN_OVERHEAD 160
 /* The longest file name (NAME_MAX), escaped in JSON at worst. */
 #define NAME_JSON_MAX (255 * 6 + 2)
+/* Files known at once at most (about 700 bytes each); the others wait
+ * until some are done. */
+#define MAX_FILES 10000
 #define MOVE_RETRY_BASE_MS 1000
 #define MOVE_RETRY_MAX_MS (5 * 60 * 1000)
 
@@ -100,13 +103,14 @@ static const struct cfg_key spool_keys[] = {
 	  .min = 1, .max = 32 << 20,
 	  .help = "format = binary: bytes of the file per record. Base64 makes a chunk 4/3 as large, so "
 		  "chunk_size * 4/3 plus the record's other fields (about 1.7KiB at most) must fit in "
-		  "max_record_bytes; the agent refuses to start the input otherwise." },
+		  "max_record_bytes; otherwise the input reads nothing and status says which chunk_size fits." },
 	{ .name = "done_dir", .type = CFG_STR, .offset = SK(done_dir), .example = "/var/spool/plc/done",
 	  .help = "Where a file goes once its records are committed. Unset: the file is removed. Created at "
 		  "start if missing; it must be on the same filesystem as dir (files are moved by rename)." },
 	{ .name = "failed_dir", .type = CFG_STR, .offset = SK(failed_dir),
-	  .help = "Where a file that cannot be read goes, with the reason in <name>.reason beside it. Unset: "
-		  "<dir>/.failed. Created at start if missing; same filesystem as dir." },
+	  .help = "Where a file that cannot be read goes, with the reason in NAME.reason beside it (NAME "
+		  "being the file's name). Unset: .failed in dir. Created at start if missing; same "
+		  "filesystem as dir." },
 	{ .name = "poll_interval", .type = CFG_DURATION, .def = "1s", .offset = SK(poll_ms),
 	  .min = 10, .max = 3600000,
 	  .help = "How often the directory is listed and its files looked at, besides what inotify reports "
@@ -138,6 +142,8 @@ struct sfile {
 	bool writing;                       /* inotify saw it written and not closed since */
 	bool seen;                          /* in the last listing */
 	bool verify;                        /* changed while read: check before going on */
+	bool was_done;                      /* ... after it was read to its end */
+	bool has_pos;                       /* a position of it is saved */
 	bool done, failed, dirty;
 	bool have_header;
 	char why[256];                      /* failed: the reason */
@@ -174,7 +180,8 @@ struct spool {
 	bool polling, want_scan, blocked, set_up;
 	char *failed_dir;
 	dev_t dev;
-	ino_t dir_ino;
+	ino_t dir_ino, done_ino, failed_ino;  /* the targets, never taken as files */
+	bool over_limit;                      /* more files than MAX_FILES */
 	size_t max_line, max_rec;
 	bool wants_header;
 	struct sfile **files;
@@ -360,8 +367,10 @@ static int save_position(struct spool *s, struct sfile *f)
 	rc = input_save_position(s->in, source, text, (size_t)n);
 	if (rc && rc != -EAGAIN)
 		note_error(s, "cannot save the position of %s: %s", f->name, strerror(-rc));
-	if (!rc)
+	if (!rc) {
 		f->dirty = false;
+		f->has_pos = true;
+	}
 	return rc;
 }
 
@@ -436,7 +445,7 @@ static int mkdir_p(const char *dir)
 
 /* Create done_dir or failed_dir if missing, and check it can take files
  * from dir by rename(2): a directory on the same filesystem, not dir. */
-static int check_target(struct spool *s, const char *key, const char *path)
+static int check_target(struct spool *s, const char *key, const char *path, ino_t *ino)
 {
 	struct stat st;
 	int rc = mkdir_p(path);
@@ -463,6 +472,7 @@ static int check_target(struct spool *s, const char *key, const char *path)
 		note_error(s, "%s %s is dir itself", key, path);
 		return -EINVAL;
 	}
+	*ino = st.st_ino;
 	return 0;
 }
 
@@ -497,11 +507,11 @@ static int set_up(struct spool *s)
 	s->dev = st.st_dev;
 	s->dir_ino = st.st_ino;
 	if (s->conf->done_dir) {
-		rc = check_target(s, "done_dir", s->conf->done_dir);
+		rc = check_target(s, "done_dir", s->conf->done_dir, &s->done_ino);
 		if (rc)
 			return rc;
 	}
-	rc = check_target(s, "failed_dir", s->failed_dir);
+	rc = check_target(s, "failed_dir", s->failed_dir, &s->failed_ino);
 	if (rc)
 		return rc;
 	if (s->ino.fd >= 0 && s->wd < 0) {
@@ -592,12 +602,15 @@ static void file_place(struct spool *s, struct sfile *f, const struct stat *st)
 	}
 	if (!load_position(s, f, &p))
 		return;
+	f->has_pos = true;
 	if (p.size == f->size && p.mtime_ns == f->mtime_ns) {
 		f->offset = p.offset;
 		f->line_no = p.line_no;
 		f->index = p.index;
 		memcpy(f->head, p.head, p.head_len);
 		f->head_len = p.head_len;
+		memcpy(f->mark, p.mark, p.mark_len);
+		f->mark_len = p.mark_len;
 		if (p.done) {
 			/* Read to its end and committed (the position is
 			 * durable only with the records): remove or move it. */
@@ -609,9 +622,9 @@ static void file_place(struct spool *s, struct sfile *f, const struct stat *st)
 		}
 		return;
 	}
-	if (!p.done && p.offset > 0 && !strcmp(p.name, f->name)) {
+	if (p.offset > 0 && !strcmp(p.name, f->name)) {
 		/* Changed since a part of it was sent: go on only if that part
-		 * is still as it was. */
+		 * is still as it was (appended to). */
 		f->offset = p.offset;
 		f->line_no = p.line_no;
 		f->index = p.index;
@@ -620,6 +633,7 @@ static void file_place(struct spool *s, struct sfile *f, const struct stat *st)
 		memcpy(f->mark, p.mark, p.mark_len);
 		f->mark_len = p.mark_len;
 		f->verify = true;
+		f->was_done = p.done != 0;
 		return;
 	}
 	log_info("input %s: %s changed since its position was saved; taking it as a new file",
@@ -636,6 +650,8 @@ static struct sfile *look_at(struct spool *s, const char *name)
 	if (!name_taken(s, name) || path_of(path, sizeof(path), s->conf->dir, name))
 		return NULL;
 	if (lstat(path, &st) < 0)
+		return NULL;
+	if (st.st_dev == s->dev && (st.st_ino == s->done_ino || st.st_ino == s->failed_ino))
 		return NULL;
 	f = find_ino(s, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
 	if (f) {
@@ -656,6 +672,10 @@ static struct sfile *look_at(struct spool *s, const char *name)
 			f->changed_at = loop_now_ms();
 		}
 		return f;
+	}
+	if (s->n_files >= MAX_FILES) {
+		s->over_limit = true;
+		return NULL;
 	}
 	f = file_add(s, name, &st);
 	if (!f) {
@@ -678,6 +698,7 @@ static void scan(struct spool *s)
 	}
 	for (size_t i = 0; i < s->n_files; i++)
 		s->files[i]->seen = false;
+	s->over_limit = false;
 	while ((e = readdir(d)))
 		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
 			look_at(s, e->d_name);
@@ -842,13 +863,22 @@ static int file_open(struct spool *s, struct sfile *f)
 
 		if ((int64_t)st.st_size < f->offset || a != (ssize_t)hl || memcmp(now_head, f->head, hl) ||
 		    b != (ssize_t)f->mark_len || memcmp(now_mark, f->mark, f->mark_len)) {
-			file_fail(s, f, "changed while being read: what was sent of it (bytes 0 to %" PRId64
-				  ") is not in it any more", f->offset);
-			return -ESTALE;
+			if (!f->was_done) {
+				file_fail(s, f, "changed while being read: what was sent of it (bytes 0 to %" PRId64
+					  ") is not in it any more", f->offset);
+				return -ESTALE;
+			}
+			/* Written anew after all of it was sent and committed:
+			 * a new file, read whole, with new keys. */
+			log_info("input %s: %s was written anew after it was read; reading it as a new file",
+				 input_name(s->in), f->name);
+			f->offset = f->line_no = f->index = 0;
+			f->head_len = 0;
+		} else {
+			log_info("input %s: %s grew after it was taken and is complete again; going on at offset %" PRId64,
+				 input_name(s->in), f->name, f->offset);
 		}
-		log_info("input %s: %s changed while being read and is quiet again; going on at offset %" PRId64,
-			 input_name(s->in), f->name, f->offset);
-		f->verify = false;
+		f->verify = f->was_done = false;
 	}
 	/* The identity it is read as (keys, position). */
 	f->size = (int64_t)st.st_size;
@@ -934,6 +964,10 @@ static int hand_line(struct spool *s, struct sfile *f, const char *data, size_t 
 			return rc;
 		f->have_header = true;
 		return 0;
+	}
+	if (too_long && s->wants_header && f->line_no == 0) {
+		file_fail(s, f, "its header line is longer than max_record_bytes");
+		return -ECANCELED;
 	}
 	if (too_long)
 		return emitted(s, f, input_reject(s->in, data, len, key_at(f, off), too_long));
@@ -1304,9 +1338,11 @@ static int file_finish(struct spool *s, struct sfile *f)
 	if (path_of(path, sizeof(path), s->conf->dir, f->name))
 		return -ENAMETOOLONG;
 	if (lstat(path, &st) < 0) {
-		if (errno == ENOENT)
-			return 0;       /* removed by someone else: nothing left to do */
-		return -errno;
+		if (errno != ENOENT)
+			return -errno;
+		log_info("input %s: %s was removed by another program after it was read", input_name(s->in),
+			 f->name);
+		return 0;
 	}
 	if ((uint64_t)st.st_ino != f->ino || (uint64_t)st.st_dev != f->dev) {
 		s->want_scan = true;    /* the name is another file now: leave that one */
@@ -1314,12 +1350,13 @@ static int file_finish(struct spool *s, struct sfile *f)
 	}
 	if (!f->failed && S_ISREG(st.st_mode) &&
 	    ((int64_t)st.st_size != f->size || ns_of(&st.st_mtim) != f->mtime_ns)) {
-		/* Written again after it was read: a new file, new keys. */
-		log_warn("input %s: %s was written again after it was read; taking it as a new file",
+		/* Written to after it was read (and its records committed):
+		 * not removed. When it is complete again, it is read on if it
+		 * was appended to, or read whole as a new file if rewritten. */
+		log_warn("input %s: %s was written to after it was read; it is read again once complete",
 			 input_name(s->in), f->name);
 		f->done = false;
-		f->offset = f->line_no = f->index = 0;
-		f->head_len = 0;
+		f->verify = f->was_done = true;
 		f->seen_size = (int64_t)st.st_size;
 		f->seen_mtime_ns = ns_of(&st.st_mtim);
 		f->changed_at = loop_now_ms();
@@ -1396,6 +1433,7 @@ static void finish_files(struct spool *s, int64_t now)
 			}
 		}
 		forget_position(s, f);
+		f->has_pos = false;
 		f->state = SF_GONE;
 	}
 }
@@ -1407,9 +1445,13 @@ static void drop_gone(struct spool *s)
 	size_t j = 0;
 
 	for (size_t i = 0; i < s->n_files; i++) {
-		if (s->files[i]->state == SF_GONE)
+		if (s->files[i]->state == SF_GONE) {
+			/* Gone from dir before it was finished: its position
+			 * is of no use any more. */
+			if (s->files[i]->has_pos)
+				forget_position(s, s->files[i]);
 			file_free(s->files[i]);
-		else
+		} else
 			s->files[j++] = s->files[i];
 	}
 	s->n_files = j;
@@ -1436,7 +1478,8 @@ static void update_state(struct spool *s)
 		snprintf(cur, sizeof(cur), ", reading %.60s (%" PRId64 " of %" PRId64 " bytes)", reading->name,
 			 reading->offset, reading->size);
 	n = snprintf(text, sizeof(text), "%zu waiting, %zu ready%s, %zu to commit, %zu not moved; done %" PRId64
-		     ", failed %" PRId64 "%s%s", waiting, ready, cur, committing, moving, s->n_done, s->n_failed,
+		     ", failed %" PRId64 "%s%s%s", waiting, ready, cur, committing, moving, s->n_done, s->n_failed,
+		     s->over_limit ? " (more files than the 10000 looked at)" : "",
 		     s->polling ? ", polling" : "", s->blocked ? ", waiting for queue space" : "");
 	(void)n;
 	if (strcmp(text, s->state_text)) {
@@ -1483,7 +1526,10 @@ static int64_t spool_tick(struct loop_timer *timer)
 			for (size_t i = 0; i < s->n_files; i++) {
 				struct sfile *f = s->files[i];
 
-				if (f->state == SF_READY && (!cur || f->ready_seq < cur->ready_seq))
+				/* The oldest first, so the lake gets them in order. */
+				if (f->state == SF_READY &&
+				    (!cur || f->seen_mtime_ns < cur->seen_mtime_ns ||
+				     (f->seen_mtime_ns == cur->seen_mtime_ns && f->ready_seq < cur->ready_seq)))
 					cur = f;
 			}
 			if (cur && file_open(s, cur)) {

@@ -171,6 +171,15 @@ static void seen_free(struct seen *s)
 	s->n = 0;
 }
 
+static int find(const struct seen *s, const char *data)
+{
+	for (int i = 0; i < s->n && i < MAX_SEEN; i++)
+		if (!strcmp(s->data[i], data))
+			return i;
+	fprintf(stderr, "    no record %s\n", data);
+	return -1;
+}
+
 static void records(struct rig *r, struct seen *s)
 {
 	seen_free(s);
@@ -762,6 +771,79 @@ TEST(test_changed_while_read_rewritten)
 	rig_release(&r);
 }
 
+/* Written to after it was read, before its records were committed: it is
+ * not removed. Appended to, it is read on from where it stopped; written
+ * anew, it is read whole as a new file (new keys). */
+TEST(test_written_after_read)
+{
+	struct rig r;
+	struct seen s = { 0 };
+
+	new_dirs();
+	put("a.log", "1\n2\n");
+	put("b.log", "x\n");
+	REQUIRE(rig_init_q(&r, "commit_interval = 2s\n", "quiet_time = 1s\nparser = raw\n") == 0);
+	tc_advance(r.a.loop, 1100);                   /* both read, not committed */
+	CHECK_EQ_INT(input_ticket(r.in), 3);
+	append("a.log", "3\n");
+	put("b.log", "yy\nzz\n");
+	tc_advance(r.a.loop, 2000);                   /* committed: neither removed */
+	CHECK(exists(in_dir, "a.log") && exists(in_dir, "b.log"));
+	CHECK_EQ_INT(input_ticket(r.in), 3);
+	tc_advance(r.a.loop, 1200);                   /* quiet again: read on, read anew */
+	CHECK_EQ_INT(input_ticket(r.in), 6);
+	tc_advance(r.a.loop, 2100);
+	CHECK(!exists(in_dir, "a.log") && !exists(in_dir, "b.log"));
+	records(&r, &s);
+	REQUIRE(s.n == 6);
+	{
+		static const char *const want[] = {
+			"{\"file\":\"a.log\",\"line\":1,\"data\":\"1\"}", "{\"file\":\"a.log\",\"line\":2,\"data\":\"2\"}",
+			"{\"file\":\"a.log\",\"line\":3,\"data\":\"3\"}", "{\"file\":\"b.log\",\"line\":1,\"data\":\"x\"}",
+			"{\"file\":\"b.log\",\"line\":1,\"data\":\"yy\"}", "{\"file\":\"b.log\",\"line\":2,\"data\":\"zz\"}",
+		};
+		int x = find(&s, want[3]), yy = find(&s, want[4]);
+
+		for (int i = 0; i < 6; i++)
+			CHECK(find(&s, want[i]) >= 0);
+		/* a.log's third line after its first two; the new b.log has
+		 * new keys, its first line too (offset 0 both). */
+		CHECK(find(&s, want[2]) > find(&s, want[1]));
+		REQUIRE(x >= 0 && yy >= 0);
+		CHECK(strcmp(s.key[x], s.key[yy]) != 0);
+	}
+	seen_free(&s);
+	rig_release(&r);
+}
+
+/* A line longer than max_record_bytes goes to the DLQ (its head), the
+ * lines around it are records. */
+TEST(test_long_line)
+{
+	struct rig r;
+	struct seen s = { 0 };
+	size_t n = 200000;
+	char *big = malloc(n + 16);
+
+	new_dirs();
+	REQUIRE(big);
+	memcpy(big, "a\n", 2);
+	memset(big + 2, 'x', n);
+	memcpy(big + 2 + n, "\nb\n", 3);
+	put_bytes(in_path("l.log"), big, n + 5, O_TRUNC);
+	free(big);
+	REQUIRE(rig_init(&r, "ready = rename\nparser = raw\nread_slice = 16KiB\n") == 0);
+	tc_advance(r.a.loop, 300);
+	CHECK(!exists(in_dir, "l.log"));
+	records(&r, &s);
+	REQUIRE(s.n == 2);
+	CHECK_EQ_STR(s.data[1], "{\"file\":\"l.log\",\"line\":3,\"data\":\"b\"}");
+	CHECK_EQ_INT(dlq_count(&r), 1);
+	CHECK(has(snapshot(&r).last_error, "line longer than max_record_bytes (200000 bytes"));
+	seen_free(&s);
+	rig_release(&r);
+}
+
 /* What cannot be read as a file (a directory, a FIFO) goes to failed_dir
  * with its reason beside it; the other files go on. */
 TEST(test_not_regular_files_fail)
@@ -902,6 +984,8 @@ int main(void)
 	RUN(test_big_file_in_slices);
 	RUN(test_changed_while_read_grows);
 	RUN(test_changed_while_read_rewritten);
+	RUN(test_written_after_read);
+	RUN(test_long_line);
 	RUN(test_not_regular_files_fail);
 	RUN(test_permission_denied);
 	RUN(test_done_dir_other_filesystem);
