@@ -53,6 +53,8 @@
 /* Files known at once at most (about 700 bytes each); the others wait
  * until some are done. */
 #define MAX_FILES 10000
+/* A committed file is renamed to this (and its inode) in dir, then removed. */
+#define REMOVE_PREFIX ".spool-remove-"
 #define MOVE_RETRY_BASE_MS 1000
 #define MOVE_RETRY_MAX_MS (5 * 60 * 1000)
 
@@ -135,6 +137,7 @@ struct sfile {
 	char *name;
 	uint64_t dev, ino;
 	int64_t size, mtime_ns;             /* identity as taken: keys and position */
+	int64_t btime_ns;                   /* birth time, 0 where the filesystem has none */
 	int64_t seen_size, seen_mtime_ns;   /* at the last look */
 	int64_t changed_at;                 /* loop ms of the last change seen */
 	uint64_t ready_seq;                 /* order of taking */
@@ -346,9 +349,44 @@ static void keep_mark(struct sfile *f)
 	f->mark_len = n > 0 ? (size_t)n : 0;
 }
 
+/* statx(2) as the kernel defines it, called through syscall(2) because not
+ * every C library wraps it (musl before 1.2.5 does not). */
+struct kstatx_time {
+	int64_t tv_sec;
+	uint32_t tv_nsec;
+	int32_t reserved;
+};
+struct kstatx {
+	uint32_t mask, blksize;
+	uint64_t attributes;
+	uint32_t nlink, uid, gid;
+	uint16_t mode, spare0;
+	uint64_t ino, size, blocks, attributes_mask;
+	struct kstatx_time atime, btime, ctime, mtime;
+	uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
+	uint64_t spare2[14];
+};
+#define KSTATX_BTIME 0x800U
+#define KAT_SYMLINK_NOFOLLOW 0x100
+
+/* A file's birth time in ns, or 0: tells a new file that got the inode of
+ * one read before from that one, whatever their sizes. */
+static int64_t birth_ns(const char *path)
+{
+	struct kstatx stx;
+
+	memset(&stx, 0, sizeof(stx));
+#ifdef SYS_statx
+	if (!syscall(SYS_statx, AT_FDCWD, path, KAT_SYMLINK_NOFOLLOW, KSTATX_BTIME, &stx) &&
+	    (stx.mask & KSTATX_BTIME) && stx.btime.tv_sec > 0)
+		return stx.btime.tv_sec * 1000000000 + stx.btime.tv_nsec;
+#endif
+	return 0;
+}
+
 /* ---- positions ------------------------------------------------------- */
 
-/* "1 <size> <mtime_ns> <offset> <line_no> <index> <done> <head hex> <mark hex> <name>":
+/* "1 <size> <mtime_ns> <btime_ns> <offset> <line_no> <index> <done> <head hex> <mark hex> <name>":
  * text, readable in the queue and the same on every architecture. */
 static int save_position(struct spool *s, struct sfile *f)
 {
@@ -358,9 +396,9 @@ static int save_position(struct spool *s, struct sfile *f)
 	keep_mark(f);
 	hex_put(head, f->head, f->head_len);
 	hex_put(mark, f->mark, f->mark_len);
-	n = snprintf(text, sizeof(text), "1 %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %d %s %s %s",
-		     f->size, f->mtime_ns, f->offset, f->line_no, f->index, f->done ? 1 : 0, head, mark,
-		     f->name);
+	n = snprintf(text, sizeof(text), "1 %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
+		     " %d %s %s %s", f->size, f->mtime_ns, f->btime_ns, f->offset, f->line_no, f->index,
+		     f->done ? 1 : 0, head, mark, f->name);
 	if (n < 0 || (size_t)n >= sizeof(text))
 		n = (int)sizeof(text) - 1;
 	source_of(f, source, sizeof(source));
@@ -375,7 +413,7 @@ static int save_position(struct spool *s, struct sfile *f)
 }
 
 struct saved {
-	int64_t size, mtime_ns, offset, line_no, index;
+	int64_t size, mtime_ns, btime_ns, offset, line_no, index;
 	int done;
 	unsigned char head[FP_LEN], mark[FP_LEN];
 	size_t head_len, mark_len;
@@ -402,9 +440,9 @@ static bool load_position(struct spool *s, const struct sfile *f, struct saved *
 	text[len] = '\0';
 	xfree(data);
 	memset(p, 0, sizeof(*p));
-	if (sscanf(text, "1 %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %d %129s %129s %n",
-		   &p->size, &p->mtime_ns, &p->offset, &p->line_no, &p->index, &p->done, head, mark,
-		   &used) != 8 || p->offset < 0 || p->offset > p->size || !hex_get(head, p->head, &p->head_len) ||
+	if (sscanf(text, "1 %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64
+		   " %d %129s %129s %n", &p->size, &p->mtime_ns, &p->btime_ns, &p->offset, &p->line_no,
+		   &p->index, &p->done, head, mark, &used) != 9 || p->offset < 0 || p->offset > p->size || !hex_get(head, p->head, &p->head_len) ||
 	    !hex_get(mark, p->mark, &p->mark_len)) {
 		log_warn("input %s: unreadable saved position of %s; taking it as a new file",
 			 input_name(s->in), f->name);
@@ -603,6 +641,12 @@ static void file_place(struct spool *s, struct sfile *f, const struct stat *st)
 	if (!load_position(s, f, &p))
 		return;
 	f->has_pos = true;
+	if (p.btime_ns && f->btime_ns && p.btime_ns != f->btime_ns) {
+		/* Another file that got the inode of one read before. */
+		log_info("input %s: %s is a new file in the inode of one read before", input_name(s->in),
+			 f->name);
+		return;
+	}
 	if (p.size == f->size && p.mtime_ns == f->mtime_ns) {
 		f->offset = p.offset;
 		f->line_no = p.line_no;
@@ -647,7 +691,8 @@ static struct sfile *look_at(struct spool *s, const char *name)
 	struct stat st;
 	struct sfile *f;
 
-	if (!name_taken(s, name) || path_of(path, sizeof(path), s->conf->dir, name))
+	if (!strncmp(name, REMOVE_PREFIX, strlen(REMOVE_PREFIX)) || !name_taken(s, name) ||
+	    path_of(path, sizeof(path), s->conf->dir, name))
 		return NULL;
 	if (lstat(path, &st) < 0)
 		return NULL;
@@ -682,6 +727,7 @@ static struct sfile *look_at(struct spool *s, const char *name)
 		note_error(s, "out of memory for %s", name);
 		return NULL;
 	}
+	f->btime_ns = birth_ns(path);
 	file_place(s, f, &st);
 	return f;
 }
@@ -699,9 +745,19 @@ static void scan(struct spool *s)
 	for (size_t i = 0; i < s->n_files; i++)
 		s->files[i]->seen = false;
 	s->over_limit = false;
-	while ((e = readdir(d)))
+	while ((e = readdir(d))) {
+		if (!strncmp(e->d_name, REMOVE_PREFIX, strlen(REMOVE_PREFIX))) {
+			/* Left by a stop between the rename and the removal
+			 * of a committed file. */
+			char path[4096];
+
+			if (!path_of(path, sizeof(path), s->conf->dir, e->d_name))
+				unlink(path);
+			continue;
+		}
 		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
 			look_at(s, e->d_name);
+	}
 	closedir(d);
 	for (size_t i = 0; i < s->n_files; i++) {
 		struct sfile *f = s->files[i];
@@ -1299,6 +1355,27 @@ static int move_noreplace(const char *from, const char *to)
 	return rename(from, to) < 0 ? -errno : 0;
 }
 
+/* Move `from` (this file's name in dir) to `to`, and check that what moved
+ * is this file: if a writer renamed another file onto the name in the
+ * meantime, that one is put back. 0 moved, 1 the name held another file
+ * (this one is gone), or -errno. */
+static int move_verified(struct spool *s, const struct sfile *f, const char *from, const char *to)
+{
+	struct stat st;
+	int rc = move_noreplace(from, to);
+
+	if (rc)
+		return rc;
+	if (lstat(to, &st) < 0 || ((uint64_t)st.st_ino == f->ino && (uint64_t)st.st_dev == f->dev))
+		return 0;
+	s->want_scan = true;
+	rc = move_noreplace(to, from);
+	if (rc)
+		note_error(s, "%s: a new file under this name was moved to %s by accident and cannot be put back: %s",
+			   f->name, to, strerror(-rc));
+	return 1;
+}
+
 static void write_reason(struct spool *s, const struct sfile *f, const char *moved_to)
 {
 	char path[4200], when[40], text[1024];
@@ -1364,9 +1441,16 @@ static int file_finish(struct spool *s, struct sfile *f)
 		return 1;
 	}
 	if (!target) {
-		if (unlink(path) < 0 && errno != ENOENT)
+		/* Renamed aside first, then removed once it is known to be
+		 * this file: a writer may put a new file under the name at
+		 * any moment, and that one must not go. */
+		if (snprintf(to, sizeof(to), "%s/" REMOVE_PREFIX "%" PRIu64, s->conf->dir, f->ino) >= (int)sizeof(to))
+			return -ENAMETOOLONG;
+		unlink(to);
+		rc = move_verified(s, f, path, to);
+		if (rc == 0 && unlink(to) < 0 && errno != ENOENT)
 			rc = -errno;
-		return rc;
+		return rc > 0 ? 0 : rc;
 	}
 	for (int n = 0; n < 1000; n++) {
 		int w = n ? snprintf(to, sizeof(to), "%s/%s.%d", target, f->name, n)
@@ -1384,9 +1468,19 @@ static int file_finish(struct spool *s, struct sfile *f)
 				continue;
 			write_reason(s, f, to);
 		}
-		rc = move_noreplace(path, to);
+		rc = move_verified(s, f, path, to);
 		if (rc != -EEXIST)
 			break;
+	}
+	if (rc > 0) {
+		/* Not this file after all: it is gone already. */
+		if (f->failed) {
+			char rpath[4300];
+
+			snprintf(rpath, sizeof(rpath), "%s.reason", to);
+			unlink(rpath);
+		}
+		return 0;
 	}
 	if (rc && f->failed) {
 		char rpath[4300];

@@ -816,6 +816,38 @@ TEST(test_written_after_read)
 	rig_release(&r);
 }
 
+/* Replaced under its name (a writer renames a new file onto it) after it
+ * was read: the new file is not removed with the old one but read in its
+ * turn. What a stop left between renaming a committed file aside and
+ * removing it is removed. */
+TEST(test_replaced_before_commit)
+{
+	struct rig r;
+	struct seen s = { 0 };
+	char tmp[600];
+
+	new_dirs();
+	put("a.log", "old\n");
+	put(".spool-remove-42", "committed before a stop\n");
+	REQUIRE(rig_init_q(&r, "commit_interval = 2s\n", "ready = rename\npattern = *.log\nparser = raw\n") == 0);
+	tc_advance(r.a.loop, 10);
+	CHECK_EQ_INT(input_ticket(r.in), 1);
+	CHECK(!exists(in_dir, ".spool-remove-42"));
+	snprintf(tmp, sizeof(tmp), "%s", in_path("a.tmp"));
+	put("a.tmp", "new\n");
+	REQUIRE(rename(tmp, in_path("a.log")) == 0);
+	tc_advance(r.a.loop, 2100);                   /* the old one committed and gone */
+	tc_advance(r.a.loop, 2100);                   /* the new one read and committed */
+	CHECK(!exists(in_dir, "a.log"));
+	records(&r, &s);
+	REQUIRE(s.n == 2);
+	CHECK_EQ_STR(s.data[0], "{\"file\":\"a.log\",\"line\":1,\"data\":\"old\"}");
+	CHECK_EQ_STR(s.data[1], "{\"file\":\"a.log\",\"line\":1,\"data\":\"new\"}");
+	CHECK(has(state_of(&r), "done 2"));
+	seen_free(&s);
+	rig_release(&r);
+}
+
 /* A line longer than max_record_bytes goes to the DLQ (its head), the
  * lines around it are records. */
 TEST(test_long_line)
@@ -985,6 +1017,7 @@ int main(void)
 	RUN(test_changed_while_read_grows);
 	RUN(test_changed_while_read_rewritten);
 	RUN(test_written_after_read);
+	RUN(test_replaced_before_commit);
 	RUN(test_long_line);
 	RUN(test_not_regular_files_fail);
 	RUN(test_permission_denied);
