@@ -1774,6 +1774,13 @@ static void spool_committed(struct input *in, void *state, uint64_t upto)
 
 	(void)in;
 	s->committed_upto = upto;
+	/* At once, not at the next turn: before a clean stop the core tells
+	 * the driver what is committed, and the files go then. */
+	if (!s->refused) {
+		finish_files(s, loop_now_ms());
+		drop_gone(s);
+		update_state(s);
+	}
 	loop_timer_set(s->loop, &s->timer, 0);
 }
 

@@ -102,6 +102,25 @@ def sigkill_before_the_commit_loses_nothing():
 
 
 @test
+def clean_stop_removes_what_it_committed():
+    d = h.tmpdir()
+    spool = os.path.join(d, "spool")
+    os.makedirs(spool)
+    broker = Broker(d).start()
+    lake = Lake(broker, "lake/#").start()
+    slow = "commit_interval = 10s\ncommit_records = 1000000\n"
+    agent = Agent(d, h.config(d, broker.port, spool_input("plc", spool), queue=slow)).start()
+    want = drop(spool, "a.csv", ["c%d" % i for i in range(20)])
+    h.wait_until(lambda: "1 to commit" in agent.input("plc")["state"], 9, "a.csv waiting for the commit")
+    # SIGTERM commits, tells the driver, and the file goes before agentd exits.
+    agent.stop()
+    assert not os.path.exists(os.path.join(spool, "a.csv"))
+    agent.start()
+    h.wait_until(lambda: want <= got_rows(lake, "plc"), 30, "every row after the restart")
+    agent.stop()
+
+
+@test
 def sigkill_after_the_commit_before_the_move():
     d = h.tmpdir()
     spool = os.path.join(d, "spool")
