@@ -17,7 +17,8 @@
  * ones.
  *
  * A file that cannot be read goes to failed_dir with a `<name>.reason` file
- * beside it; a failed removal or move is retried with backoff.
+ * beside it; a failed removal or move is retried with backoff. spool.h has
+ * the tests' seam.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -35,6 +36,9 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "spool.h"
+
+struct spool_syscalls spool_sys = { pread };
 
 /* Bytes of a file's head, and of what precedes the offset reached, kept to
  * tell whether a file that changed while it was read still holds what was
@@ -226,12 +230,14 @@ static int path_of(char *out, size_t cap, const char *dir, const char *name)
 	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
 }
 
+/* Read len bytes at off (fewer at the end of the file). Bytes read, or
+ * -errno; the bytes read before an error are lost to the caller. */
 static ssize_t pread_full(int fd, void *p, size_t len, int64_t off)
 {
 	size_t got = 0;
 
 	while (got < len) {
-		ssize_t n = pread(fd, (char *)p + got, len - got, (off_t)(off + (int64_t)got));
+		ssize_t n = spool_sys.pread(fd, (char *)p + got, len - got, (off_t)(off + (int64_t)got));
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -243,6 +249,17 @@ static ssize_t pread_full(int fd, void *p, size_t len, int64_t off)
 		got += (size_t)n;
 	}
 	return (ssize_t)got;
+}
+
+/* One read of up to len bytes at off: bytes read (0 at the end), or -errno. */
+static ssize_t pread_some(int fd, void *p, size_t len, int64_t off)
+{
+	ssize_t n;
+
+	do {
+		n = spool_sys.pread(fd, p, len, (off_t)off);
+	} while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n;
 }
 
 static bool name_matches(const char *pat, const char *name)
@@ -1174,7 +1191,8 @@ static int text_slice(struct spool *s, struct sfile *f, int64_t budget, int reco
 		want = budget < READ_SIZE ? (size_t)budget : READ_SIZE;
 		if ((int64_t)want > f->size - at)
 			want = (size_t)(f->size - at);
-		n = pread_full(f->fd, f->buf + f->len, want, at);
+		/* What a read gives before an I/O error is handed over. */
+		n = pread_some(f->fd, f->buf + f->len, want, at);
 		if (n < 0) {
 			file_fail(s, f, "read error at offset %" PRId64 ": %s", at, strerror((int)-n));
 			return (int)n;
@@ -1516,6 +1534,7 @@ static void finish_files(struct spool *s, int64_t now)
 		}
 		if (f->failed) {
 			s->n_failed++;
+			note_error(s, "%s: %s; moved to %s, the reason beside it", f->name, f->why, s->failed_dir);
 		} else {
 			s->n_done++;
 			log_info("input %s: %s committed and %s", input_name(s->in), f->name,

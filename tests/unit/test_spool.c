@@ -29,6 +29,7 @@
 #include "test_clock.h"
 #include "crashvfs.h"
 #include "input_rig.h"
+#include "../../drivers/spool.h"
 #include <sqlite3.h>
 
 #define NOBODY 65534
@@ -876,6 +877,79 @@ TEST(test_long_line)
 	rig_release(&r);
 }
 
+static int64_t eio_after;        /* bytes the failing pread still gives */
+
+static ssize_t failing_pread(int fd, void *buf, size_t n, off_t off)
+{
+	if (off + (off_t)n <= eio_after)
+		return pread(fd, buf, n, off);
+	if (off < eio_after)
+		return pread(fd, buf, (size_t)(eio_after - off), off);
+	errno = EIO;
+	return -1;
+}
+
+/* An I/O error in the middle of a file: what was read before it is sent
+ * (and committed), the file goes to failed_dir with the reason, and the
+ * next file is read. */
+TEST(test_read_error)
+{
+	struct rig r;
+	struct seen s = { 0 };
+	char buf[2048];
+	FILE *f;
+
+	new_dirs();
+	f = fopen(in_path("bad.log"), "w");
+	REQUIRE(f);
+	for (int i = 0; i < 2000; i++)
+		fprintf(f, "%08d\n", i);
+	fclose(f);
+	REQUIRE(rig_init(&r, "ready = rename\nparser = raw\nread_slice = 4KiB\n") == 0);
+	eio_after = 9000;
+	spool_sys.pread = failing_pread;
+	tc_advance(r.a.loop, 300);
+	spool_sys.pread = pread;
+	put("next.log", "n\n");
+	tc_advance(r.a.loop, 1300);
+	CHECK(!exists(in_dir, "bad.log") && exists(failed_dir, "bad.log"));
+	CHECK(has(slurp(failed_dir, "bad.log.reason", buf, sizeof(buf)),
+		  "read error at offset 9000: Input/output error"));
+	CHECK(has(buf, "sent: 1000 records (bytes 0 to 9000)"));
+	CHECK(!exists(in_dir, "next.log"));
+	records(&r, &s);
+	CHECK_EQ_INT(s.n, 1001);
+	CHECK(has(state_of(&r), "done 1, failed 1"));
+	seen_free(&s);
+	rig_release(&r);
+}
+
+/* Removed by another program while it is read: read to its end through
+ * the open descriptor, nothing lost, nothing left to remove. */
+TEST(test_vanished_mid_read)
+{
+	struct rig r;
+	struct seen s = { 0 };
+	FILE *f;
+
+	new_dirs();
+	f = fopen(in_path("v.log"), "w");
+	REQUIRE(f);
+	for (int i = 0; i < 3000; i++)
+		fprintf(f, "%08d\n", i);
+	fclose(f);
+	REQUIRE(rig_init(&r, "ready = rename\nparser = raw\nread_slice = 4KiB\n") == 0);
+	loop_turn(r.a.loop, 0);
+	REQUIRE(input_ticket(r.in) > 0 && input_ticket(r.in) < 3000);
+	REQUIRE(unlink(in_path("v.log")) == 0);
+	tc_advance(r.a.loop, 300);
+	records(&r, &s);
+	CHECK_EQ_INT(s.n, 3000);
+	CHECK(has(state_of(&r), "done 1, failed 0"));
+	seen_free(&s);
+	rig_release(&r);
+}
+
 /* What cannot be read as a file (a directory, a FIFO) goes to failed_dir
  * with its reason beside it; the other files go on. */
 TEST(test_not_regular_files_fail)
@@ -1019,6 +1093,8 @@ int main(void)
 	RUN(test_written_after_read);
 	RUN(test_replaced_before_commit);
 	RUN(test_long_line);
+	RUN(test_read_error);
+	RUN(test_vanished_mid_read);
 	RUN(test_not_regular_files_fail);
 	RUN(test_permission_denied);
 	RUN(test_done_dir_other_filesystem);
