@@ -199,7 +199,7 @@ struct spool {
 	int64_t n_done, n_failed;
 	bool refused;                       /* set wrong: does nothing, says why */
 	char err[256];                      /* what status shows */
-	char state_text[200];
+	char state_text[512];
 	char long_head[LONG_KEEP];          /* of the file read: an over-long line's head */
 };
 
@@ -1574,8 +1574,8 @@ static void update_state(struct spool *s)
 {
 	size_t waiting = 0, ready = 0, committing = 0, moving = 0;
 	const struct sfile *reading = NULL;
-	char text[sizeof(s->state_text)], cur[120] = "";
-	int n;
+	char text[512];
+	size_t n = 0;
 
 	for (size_t i = 0; i < s->n_files; i++) {
 		const struct sfile *f = s->files[i];
@@ -1587,16 +1587,33 @@ static void update_state(struct spool *s)
 		if (f->state == SF_READING)
 			reading = f;
 	}
+	/* Short enough for status (the zero counts left out but waiting). */
+#define ADD(...)                                                                        \
+	do {                                                                            \
+		int w_ = snprintf(text + n, sizeof(text) - n, __VA_ARGS__);             \
+		if (w_ > 0)                                                             \
+			n = n + (size_t)w_ < sizeof(text) ? n + (size_t)w_ : sizeof(text) - 1; \
+	} while (0)
+	ADD("%zu waiting", waiting);
+	if (ready)
+		ADD(", %zu ready", ready);
 	if (reading)
-		snprintf(cur, sizeof(cur), ", reading %.60s (%" PRId64 " of %" PRId64 " bytes)", reading->name,
-			 reading->offset, reading->size);
-	n = snprintf(text, sizeof(text), "%zu waiting, %zu ready%s, %zu to commit, %zu not moved; done %" PRId64
-		     ", failed %" PRId64 "%s%s%s", waiting, ready, cur, committing, moving, s->n_done, s->n_failed,
-		     s->over_limit ? " (more files than the 10000 looked at)" : "",
-		     s->polling ? ", polling" : "", s->blocked ? ", waiting for queue space" : "");
-	(void)n;
+		ADD(", reading %.40s (%d%%)", reading->name,
+		    reading->size ? (int)(reading->offset * 100 / reading->size) : 100);
+	if (committing)
+		ADD(", %zu to commit", committing);
+	if (moving)
+		ADD(", %zu not moved", moving);
+	ADD("; done %" PRId64 ", failed %" PRId64, s->n_done, s->n_failed);
+	if (s->over_limit)
+		ADD(" (over %d files)", MAX_FILES);
+	if (s->polling)
+		ADD(", polling");
+	if (s->blocked)
+		ADD(", waiting for queue space");
+#undef ADD
 	if (strcmp(text, s->state_text)) {
-		memcpy(s->state_text, text, sizeof(text));
+		snprintf(s->state_text, sizeof(s->state_text), "%s", text);
 		input_set_state(s->in, "%s", text);
 	}
 }
