@@ -38,7 +38,7 @@
 #include "driver.h"
 #include "spool.h"
 
-struct spool_syscalls spool_sys = { pread };
+struct spool_syscalls spool_sys = { pread, inotify_init1 };
 
 /* Bytes of a file's head, and of what precedes the offset reached, kept to
  * tell whether a file that changed while it was read still holds what was
@@ -875,7 +875,7 @@ static void watch_start(struct spool *s)
 	int rc;
 
 	s->wd = -1;
-	s->ino.fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	s->ino.fd = spool_sys.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (s->ino.fd < 0) {
 		log_warn("input %s: inotify unavailable (%s); looking every poll_interval",
 			 input_name(s->in), strerror(errno));

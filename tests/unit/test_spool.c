@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -950,6 +951,41 @@ TEST(test_vanished_mid_read)
 	rig_release(&r);
 }
 
+static int no_inotify(int flags)
+{
+	(void)flags;
+	errno = EMFILE;
+	return -1;
+}
+
+/* Without inotify: files are found by listing dir every poll_interval,
+ * quiet_time alone decides (a file open for writing cannot be seen), and
+ * status says so. */
+TEST(test_polling)
+{
+	struct rig r;
+
+	new_dirs();
+	spool_sys.inotify_init1 = no_inotify;
+	REQUIRE(rig_init(&r, "quiet_time = 2s\npoll_interval = 500ms\nparser = raw\n") == 0);
+	spool_sys.inotify_init1 = inotify_init1;
+	tc_advance(r.a.loop, 100);
+	put("a.log", "1\n");
+	tc_advance(r.a.loop, 300);
+	CHECK(has(state_of(&r), "0 waiting"));        /* not listed yet */
+	CHECK(has(state_of(&r), "polling"));
+	tc_advance(r.a.loop, 200);                    /* listed at 500 ms */
+	CHECK(has(state_of(&r), "1 waiting"));
+	append("a.log", "2\n");                       /* at 600 ms, seen at 1000 ms */
+	tc_advance(r.a.loop, 2300);
+	CHECK_EQ_INT(input_ticket(r.in), 0);
+	tc_advance(r.a.loop, 200);                    /* 2 s after the change was seen */
+	CHECK_EQ_INT(input_ticket(r.in), 2);
+	tc_advance(r.a.loop, 200);
+	CHECK(!exists(in_dir, "a.log"));
+	rig_release(&r);
+}
+
 /* What cannot be read as a file (a directory, a FIFO) goes to failed_dir
  * with its reason beside it; the other files go on. */
 TEST(test_not_regular_files_fail)
@@ -1095,6 +1131,7 @@ int main(void)
 	RUN(test_long_line);
 	RUN(test_read_error);
 	RUN(test_vanished_mid_read);
+	RUN(test_polling);
 	RUN(test_not_regular_files_fail);
 	RUN(test_permission_denied);
 	RUN(test_done_dir_other_filesystem);
