@@ -203,7 +203,7 @@ struct spool {
 	char long_head[LONG_KEEP];          /* of the file read: an over-long line's head */
 };
 
-/* ---- small helpers --------------------------------------------------- */
+/* ---- utilities ------------------------------------------------------- */
 
 static int64_t ns_of(const struct timespec *ts)
 {
