@@ -10,6 +10,7 @@ extern const struct driver sysfs_driver;
 extern const struct driver modbus_driver;
 extern const struct driver system_driver;
 extern const struct driver serial_driver;
+extern const struct driver spool_driver;
 
 const struct driver *const driver_registry[] = {
 	&tail_driver,
@@ -17,6 +18,7 @@ const struct driver *const driver_registry[] = {
 	&modbus_driver,
 	&system_driver,
 	&serial_driver,
+	&spool_driver,
 	NULL,
 };
 

@@ -365,6 +365,12 @@ int input_emit_rec(struct input *in, struct rec *r, const char *key, const struc
 	return -ENOMEM;
 }
 
+int input_rec_parsed(struct input *in, struct rec *r, const char *name, const char *data,
+		     size_t len, char *why, size_t whylen)
+{
+	return -ENOMEM;
+}
+
 void input_set_connected(struct input *in, bool connected, const char *why_fmt, ...)
 {
 }
