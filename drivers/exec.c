@@ -119,6 +119,7 @@ struct run {
 	bool header_done, gap_done;
 	int64_t err_seen, err_dropped;
 	char last_err[LAST_ERR_MAX];
+	char path[4096];             /* the program run */
 };
 
 struct exec {
@@ -453,33 +454,11 @@ static const char *signal_name(int sig)
 	return "signal";
 }
 
-/* Why a run could not be started, for status. */
-static void start_failed(struct exec *x, const char *path, int stage, int err)
-{
-	const struct exec_conf *c = x->c;
-
-	if (stage == STAGE_CHDIR)
-		input_set_connected(x->in, false, "cannot enter working_dir %s: %s", c->working_dir,
-				    strerror(err));
-	else if (err == ENOENT)
-		input_set_connected(x->in, false, "command not found: %s", path);
-	else if (err == EACCES || err == EPERM)
-		input_set_connected(x->in, false, "permission denied: %s", path);
-	else if (err == ENOEXEC)
-		input_set_connected(x->in, false, "not an executable: %s", path);
-	else if (stage == STAGE_EXEC)
-		input_set_connected(x->in, false, "cannot run %s: %s", path, strerror(err));
-	else
-		input_set_connected(x->in, false, "cannot start %s: %s", path, strerror(err));
-	snprintf(x->last_outcome, sizeof(x->last_outcome), "not started");
-}
-
-/* Report a start failure found before or after fork. */
+/* A run that could not be started: not connected, with why, and counted. */
 static void count_start_failure(struct exec *x, const char *path, int stage, int err)
 {
 	char why[300];
 
-	start_failed(x, path, stage, err);
 	if (stage == STAGE_CHDIR)
 		snprintf(why, sizeof(why), "cannot enter working_dir %s: %s", x->c->working_dir,
 			 strerror(err));
@@ -487,8 +466,14 @@ static void count_start_failure(struct exec *x, const char *path, int stage, int
 		snprintf(why, sizeof(why), "command not found: %s", path);
 	else if (err == EACCES || err == EPERM)
 		snprintf(why, sizeof(why), "permission denied: %s", path);
-	else
+	else if (err == ENOEXEC)
+		snprintf(why, sizeof(why), "not an executable: %s", path);
+	else if (stage == STAGE_EXEC)
 		snprintf(why, sizeof(why), "cannot run %s: %s", path, strerror(err));
+	else
+		snprintf(why, sizeof(why), "cannot start %s: %s", path, strerror(err));
+	snprintf(x->last_outcome, sizeof(x->last_outcome), "not started");
+	input_set_connected(x->in, false, "%s", why);
 	input_count_error(x->in, INPUT_ERR_CONNECT, "%s", why);
 }
 
@@ -527,6 +512,7 @@ static void start_run(struct exec *x)
 	memset(r, 0, sizeof(*r));
 	r->out.fd = r->err.fd = r->status_fd = -1;
 	r->number = x->run_no;
+	snprintf(r->path, sizeof(r->path), "%s", path);
 	lines_init(&r->out_lines, (size_t)input_max_record_bytes(x->in));
 	r->out_lines.strip_cr = true;
 	lines_init(&r->err_lines, ERR_MAX_LINE);
@@ -995,7 +981,7 @@ static void finish_run(struct exec *x)
 	fmt_duration(grace, sizeof(grace), x->c->kill_grace_ms);
 	if (r->fail.stage) {
 		x->last_lines = 0;
-		count_start_failure(x, r->fail.stage == STAGE_CHDIR ? x->c->working_dir : x->argv[0],
+		count_start_failure(x, r->path,
 				    r->fail.stage, r->fail.err);
 	} else if (r->timed_out) {
 		x->timeouts++;
