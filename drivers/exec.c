@@ -391,15 +391,22 @@ static void child_main(const struct exec_conf *c, const char *path, char **argv,
 			sigaction(s, &dfl, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	/* The status pipe goes to fd 3, out of the way of 0, 1 and 2. */
-	if (st_fd != 3) {
-		if (dup2(st_fd, 3) < 0)
-			child_report(st_fd, STAGE_SETUP, errno);
+	/* Move the four fds out of the way first (an agent started with 0, 1
+	 * or 2 closed gets pipes there), then put them at 0, 1, 2 and 3. */
+	{
+		int fds[4] = { in_fd, out_fd, err_fd, st_fd };
+
+		for (int i = 0; i < 4; i++) {
+			fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10);
+			if (fds[i] < 0)
+				child_report(st_fd, STAGE_SETUP, errno);
+		}
+		for (int i = 0; i < 4; i++)
+			if (dup2(fds[i], i) < 0)
+				child_report(fds[3], STAGE_SETUP, errno);
 		st_fd = 3;
+		fcntl(st_fd, F_SETFD, FD_CLOEXEC);
 	}
-	fcntl(st_fd, F_SETFD, FD_CLOEXEC);
-	if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
-		child_report(st_fd, STAGE_SETUP, errno);
 	/* Nothing of the agent's leaks into the command: no socket, no queue. */
 #ifdef SYS_close_range
 	if (syscall(SYS_close_range, 4U, ~0U, 0U) != 0)
@@ -489,9 +496,9 @@ static void start_run(struct exec *x)
 	int rc, pid;
 
 	rc = find_program(c, x->argv[0], path, sizeof(path));
-	x->runs++;
-	input_count_request(x->in);
 	if (rc) {
+		x->runs++;
+		input_count_request(x->in);
 		count_start_failure(x, x->argv[0], STAGE_EXEC, -rc);
 		set_state(x);
 		return;
@@ -501,7 +508,6 @@ static void start_run(struct exec *x)
 	snprintf(pos, sizeof(pos), "%" PRIu64, x->run_no + 1);
 	rc = input_save_position(x->in, POS_SOURCE, pos, strlen(pos));
 	if (rc) {
-		x->runs--;
 		x->skipped++;
 		input_count_missed(x->in, 1);
 		if (rc != -EAGAIN)
@@ -509,6 +515,8 @@ static void start_run(struct exec *x)
 		return;
 	}
 	x->run_no++;
+	x->runs++;
+	input_count_request(x->in);
 	memset(r, 0, sizeof(*r));
 	r->out.fd = r->err.fd = r->status_fd = -1;
 	r->number = x->run_no;
@@ -640,6 +648,7 @@ static int64_t on_retry(struct loop_timer *t);
 static void pause_output(struct exec *x, int rc)
 {
 	x->waiting = true;
+	set_state(x);
 	if (x->r.out.added)
 		loop_fd_update(input_loop(x->in), &x->r.out, 0);
 	if (rc != -EAGAIN) {
@@ -941,7 +950,8 @@ static void set_state(struct exec *x)
 	if (x->skipped)
 		ADD(", %" PRId64 " skipped", x->skipped);
 	if (x->running) {
-		ADD("; run %" PRIu64 " running", x->r.number);
+		ADD("; run %" PRIu64 " running%s", x->r.number,
+		    x->waiting ? ", its output waiting for the queue" : "");
 	} else if (x->last_outcome[0]) {
 		fmt_duration(d, sizeof(d), x->last_ms);
 		ADD("; last: %s, %s, %" PRId64 " line%s", x->last_outcome, d, x->last_lines,
@@ -1046,6 +1056,10 @@ static int64_t on_kill_timer(struct loop_timer *t)
 
 	if (!x->running)
 		return -1;
+	/* The command is done and only its output waits for the queue: that
+	 * is no timeout of the command's. */
+	if (r->exited && x->waiting && !r->term_sent && !r->kill_sent)
+		return 1000;
 	if (!r->term_sent && !r->kill_sent) {
 		r->timed_out = true;
 		r->term_sent = true;
@@ -1095,6 +1109,7 @@ static void exec_resume(struct input *in, void *state)
 	if (!x->running || !x->waiting)
 		return;
 	x->waiting = false;
+	set_state(x);
 	loop_timer_cancel(input_loop(in), &x->retry_timer);
 	if (r->cut) {
 		if (!r->out_done)

@@ -706,6 +706,58 @@ TEST(test_failed_commit)
 	rig_release(&r);
 }
 
+static bool waits_for_queue(void *arg)
+{
+	return strstr(snapshot(arg).state, "its output waiting for the queue") != NULL;
+}
+
+static bool first_taken(void *arg)
+{
+	return input_ticket(((struct rig *)arg)->in) >= 1;
+}
+
+/* The queue refuses records in the middle of a run (its commit failed):
+ * the output waits in the pipe, and once records are taken again the lines
+ * already taken are appended again and the rest read on, each once. */
+TEST(test_queue_refuses_mid_run)
+{
+	struct rig r;
+	struct seen s;
+	struct status_input st;
+	char keys[1024], p[512], gate[512];
+
+	path_of("gate", gate, sizeof(gate));
+	unlink(gate);
+	script("gated.sh", "echo '{\"n\":1}'\n"
+	       "while [ ! -e \"$(dirname \"$0\")/gate\" ]; do sleep 0.01; done\n"
+	       "echo '{\"n\":2}'\necho '{\"n\":3}'\n");
+	path_of("gated.sh", p, sizeof(p));
+	snprintf(keys, sizeof(keys), "command = %s\ninterval = 60s\ntimeout = 30s\n", p);
+	REQUIRE(rig_init(&r, keys, "json") == 0);
+	tc_advance(r.a.loop, 20000);                  /* the deadline: 1020000 */
+	REQUIRE(tc_wait_io(r.a.loop, first_taken, &r));
+	crashvfs_fail_writes(1, SQLITE_FULL);
+	tc_advance(r.a.loop, 100);                    /* the commit fails: refused */
+	close(open(gate, O_CREAT | O_WRONLY, 0644));
+	REQUIRE(tc_wait_io(r.a.loop, waits_for_queue, &r));
+	tc_advance(r.a.loop, 3000);                   /* taken again */
+	REQUIRE(wait_run(&r));
+	st = snapshot(&r);
+	CHECK(!strncmp(st.state, "1 run; last: exit 0, ", 21));   /* its duration: when it was read */
+	CHECK(strstr(st.state, ", 3 lines") != NULL);
+	records(&r, &s);
+	REQUIRE(s.n == 3);
+	for (int i = 0; i < 3; i++) {
+		char want[32];
+
+		snprintf(want, sizeof(want), "cmd:1:%d", i + 1);
+		CHECK_EQ_STR(s.key[i], want);
+		CHECK_EQ_INT(s.wall[i], WALL0 + 1020000);
+	}
+	CHECK_EQ_STR(s.data[2], "{\"n\":3}");
+	rig_release(&r);
+}
+
 /* The config refuses what cannot work, with the key's name. */
 TEST(test_config_refused)
 {
@@ -768,6 +820,7 @@ int main(void)
 	RUN(test_max_output);
 	RUN(test_overlap);
 	RUN(test_failed_commit);
+	RUN(test_queue_refuses_mid_run);
 	RUN(test_config_refused);
 	RUN(test_no_leaks);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
