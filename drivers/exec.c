@@ -512,6 +512,7 @@ static void start_run(struct exec *x)
 		input_count_missed(x->in, 1);
 		if (rc != -EAGAIN)
 			input_error(x->in, "cannot save the run number: %s", strerror(-rc));
+		set_state(x);
 		return;
 	}
 	x->run_no++;
