@@ -636,6 +636,33 @@ TEST(test_max_output)
 	rig_release(&r);
 }
 
+/* Bad lines: one longer than max_record_bytes and one that is not JSON
+ * are dead-lettered with the reason, and the lines around them go on. */
+TEST(test_bad_lines)
+{
+	struct rig r;
+	struct seen s;
+	struct status_input st;
+	char keys[1024], p[512];
+
+	script("bad.sh", "echo '{\"n\":1}'\nhead -c 5000 /dev/zero | tr '\\0' x; echo\n"
+	       "echo 'not json'\necho '{\"n\":4}'\n");
+	path_of("bad.sh", p, sizeof(p));
+	snprintf(keys, sizeof(keys), "command = %s\ninterval = 1s\nmax_record_bytes = 100\n", p);
+	REQUIRE(rig_init(&r, keys, "json") == 0);
+	tc_advance(r.a.loop, 1000);
+	REQUIRE(wait_run(&r));
+	st = snapshot(&r);
+	CHECK_EQ_INT(st.dlq, 2);
+	CHECK_EQ_INT(st.records, 2);
+	CHECK(strstr(st.state, "exit 0, 0 ms, 4 lines") != NULL);
+	records(&r, &s);
+	REQUIRE(s.n == 2);
+	CHECK_EQ_STR(s.key[0], "cmd:1:1");
+	CHECK_EQ_STR(s.key[1], "cmd:1:4");
+	rig_release(&r);
+}
+
 /* A run still going at the next deadlines: they are skipped and counted,
  * never a second run at once. */
 TEST(test_overlap)
@@ -818,6 +845,7 @@ int main(void)
 	RUN(test_noisy_stderr);
 	RUN(test_cannot_start);
 	RUN(test_max_output);
+	RUN(test_bad_lines);
 	RUN(test_overlap);
 	RUN(test_failed_commit);
 	RUN(test_queue_refuses_mid_run);
