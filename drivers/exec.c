@@ -650,8 +650,9 @@ static void pause_output(struct exec *x, int rc)
 {
 	x->waiting = true;
 	set_state(x);
-	if (x->r.out.added)
-		loop_fd_update(input_loop(x->in), &x->r.out, 0);
+	/* Off the loop, not just without events: a pipe whose writer has
+	 * gone reports a hang-up whatever events are asked for. */
+	loop_fd_del(input_loop(x->in), &x->r.out);
 	if (rc != -EAGAIN) {
 		/* A queue error: try again in a second. */
 		input_error(x->in, "cannot hand a line over: %s", strerror(-rc));
@@ -1118,8 +1119,19 @@ static void exec_resume(struct input *in, void *state)
 	} else if (r->out_eof) {
 		if (flush_lines(x))
 			r->out_done = true;
-	} else if (drain_lines(x) && r->out.added) {
-		loop_fd_update(input_loop(in), &r->out, LOOP_READ);
+	} else if (drain_lines(x) && r->out.fd >= 0 && !r->out.added) {
+		int rc;
+
+		r->out.events = LOOP_READ;
+		rc = loop_fd_add(input_loop(in), &r->out);
+		if (rc) {
+			input_count_error(in, INPUT_ERR_IO, "cannot watch the output of run %" PRIu64
+					  " again: %s", r->number, strerror(-rc));
+			close_out(x);
+			r->out_eof = true;
+			if (flush_lines(x))
+				r->out_done = true;
+		}
 	}
 	maybe_finish(x);
 }
