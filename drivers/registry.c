@@ -11,6 +11,7 @@ extern const struct driver modbus_driver;
 extern const struct driver system_driver;
 extern const struct driver serial_driver;
 extern const struct driver spool_driver;
+extern const struct driver exec_driver;
 
 const struct driver *const driver_registry[] = {
 	&tail_driver,
@@ -19,6 +20,7 @@ const struct driver *const driver_registry[] = {
 	&system_driver,
 	&serial_driver,
 	&spool_driver,
+	&exec_driver,
 	NULL,
 };
 
