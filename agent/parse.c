@@ -278,6 +278,9 @@ int parse_record(int parser, const char *data, size_t len, const char *header,
 	case PARSER_CSV:
 		err = parse_csv(data, len, header, header_len, out, why, whylen);
 		break;
+	case PARSER_INFLUX:
+		err = parse_influx(data, len, out, why, whylen);
+		break;
 	default:
 		return fail(why, whylen, "unknown parser %d", parser);
 	}
