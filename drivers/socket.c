@@ -57,8 +57,11 @@
 #define MEMINFO_DROPS 8
 #define MEMINFO_VARS 9
 
-/* Keys reserved by one save of the counter. */
+/* Keys reserved by one save of the counter (a build with -DSEQ_BLOCK=1
+ * saves it with every record: docs/performance.md compares the two). */
+#ifndef SEQ_BLOCK
 #define SEQ_BLOCK 4096
+#endif
 /* Bytes read from a stream connection at a time. */
 #define STREAM_CHUNK 65536
 /* After a queue error other than "full": try again this much later. */
