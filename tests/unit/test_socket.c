@@ -651,6 +651,39 @@ TEST(test_unix_stream)
 	rig_release(&r);
 }
 
+/* While records are refused (a failed commit), a stream connection is not
+ * read: the sender's bytes wait in the kernel, and every line arrives once
+ * records are taken again, the lost transaction's lines appended again by
+ * the core. */
+TEST(test_unix_stream_backpressure)
+{
+	struct rig r;
+	struct seen s;
+	int fd;
+
+	REQUIRE(unix_rig(&r, "") == 0);
+	fd = unix_connect(SOCK_STREAM);
+	REQUIRE(fd >= 0);
+	CHECK(write(fd, "{\"b\":1}\n", 8) == 8);
+	CHECK(wait_ticket(&r, 1));
+	crashvfs_fail_writes(1, SQLITE_FULL);
+	commit(&r);                              /* fails: records refused */
+	CHECK(write(fd, "{\"b\":2}\n{\"b\":3}\n", 16) == 16);
+	for (int i = 0; i < 20; i++)
+		loop_turn(r.a.loop, 1);
+	CHECK_EQ_INT(input_ticket(r.in), 1);     /* not read while refused */
+	tc_advance(r.a.loop, 3000);
+	CHECK(wait_ticket(&r, 3));
+	commit(&r);
+	read_all(&r, &s);
+	REQUIRE(s.n == 3);
+	CHECK_EQ_STR(s.data[0], "{\"b\":1}");
+	CHECK_EQ_STR(s.data[1], "{\"b\":2}");
+	CHECK_EQ_STR(s.data[2], "{\"b\":3}");
+	close(fd);
+	rig_release(&r);
+}
+
 struct conns_wait {
 	struct rig *r;
 	const char *text;
@@ -804,6 +837,7 @@ int main(void)
 	RUN(test_unix_dgram);
 	RUN(test_unix_mode);
 	RUN(test_unix_stream);
+	RUN(test_unix_stream_backpressure);
 	RUN(test_unix_connection_limit);
 	RUN(test_unix_stale_and_refused);
 	RUN(test_config_refused);
