@@ -319,10 +319,12 @@ struct sock {
 	uint32_t drops_seen;
 	int64_t dropped, dropped_reported;
 	int64_t datagrams, truncated, oversized, conns_refused;
-	int rcvbuf;                  /* what the kernel gave */
+	int rcvbuf;                  /* what the kernel gave (twice what it holds of data) */
 	/* Keys: the next counter value, and the end of the saved block. */
 	uint64_t seq, reserved;
-	bool paused, told_paused;
+	bool running;                /* started: drain at stop */
+	bool paused;
+	int64_t drain_budget;        /* > 0 while stopping: reads allowed */
 	struct loop_timer retry;
 	struct sock_conn *conns;
 	size_t n_conns;
@@ -457,7 +459,7 @@ static void note_drops(struct sock *s, uint32_t count)
 	s->dropped += d;
 	input_error(s->in, "the kernel dropped %" PRIu32 " datagram%s on %s: the receive buffer "
 		    "(%d bytes) was full; raise receive_buffer", d, d == 1 ? "" : "s", s->where,
-		    s->rcvbuf);
+		    s->rcvbuf / 2);
 }
 
 static int reject(struct sock *s, const char *data, size_t len, const char *reason)
@@ -560,7 +562,7 @@ static void dgram_pump(struct sock *s)
 		char b[CMSG_SPACE(sizeof(uint32_t))];
 		struct cmsghdr align;
 	} ctl;
-	int64_t budget = s->conf->read_budget;
+	int64_t budget = s->drain_budget ? s->drain_budget : s->conf->read_budget;
 	int rc;
 
 	for (;;) {
@@ -639,7 +641,7 @@ static void conn_close(struct sock *s, struct sock_conn *c)
  * read_budget reads; closes it at its end. false when reading paused. */
 static bool conn_pump(struct sock *s, struct sock_conn *c)
 {
-	int64_t budget = s->conf->read_budget;
+	int64_t budget = s->drain_budget ? s->drain_budget : s->conf->read_budget;
 	struct lines_rec r;
 	int rc, got;
 
@@ -980,6 +982,43 @@ out_err:
 	return -err;
 }
 
+/* Stopping (agent stop, reload): take what the kernel already holds, so
+ * that a sender's lines written before the stop are not lost with the
+ * socket. Bounded, so a sender that goes on sending cannot hold the stop
+ * up. A line a stream sender had not finished is dead-lettered. */
+static void drain(struct sock *s)
+{
+	struct lines_rec r;
+
+	if (s->paused) {
+		log_warn("input %s: stopped while the queue refused records: what was still unread on "
+			 "%s is lost", input_name(s->in), s->where);
+		return;
+	}
+	if (!s->stream) {
+		s->drain_budget = s->rcvbuf / 256 + s->conf->read_budget;
+		dgram_pump(s);
+		return;
+	}
+	s->drain_budget = 64;   /* reads of 64 KiB per connection */
+	accept_cb(&s->w, LOOP_READ);
+	for (struct sock_conn *c = s->conns, *next; c && !s->paused; c = next) {
+		next = c->next;
+		conn_pump(s, c);        /* may close c at its end */
+	}
+	for (struct sock_conn *c = s->conns; c && !s->paused; c = c->next) {
+		size_t n = lines_buffered(&c->lf);
+		char why[160];
+
+		if (!n || lines_flush(&c->lf, &r) != 1)
+			continue;
+		snprintf(why, sizeof(why), "incomplete line: the input stopped while it was being "
+			 "sent (%zu bytes, no newline yet)", n);
+		if (take_line(s, r.data, r.len, r.too_long ? r.too_long : why) == 0)
+			lines_consume(&c->lf);
+	}
+}
+
 static void sock_stop(struct input *in, void *state)
 {
 	struct sock *s = state;
@@ -990,6 +1029,8 @@ static void sock_stop(struct input *in, void *state)
 		return;
 	if (s->loop)
 		loop_timer_cancel(s->loop, &s->retry);
+	if (s->running)
+		drain(s);
 	while (s->conns)
 		conn_close(s, s->conns);
 	if (s->w.fd >= 0) {
@@ -1040,6 +1081,7 @@ static int sock_start(struct input *in, void **state, bool is_unix)
 	}
 	update_state(s);
 	log_info("input %s: listening on %s", input_name(in), s->where);
+	s->running = true;
 	*state = s;
 	return 0;
 

@@ -770,6 +770,44 @@ TEST(test_unix_stale_and_refused)
 	unlink(sock_path);
 }
 
+/* Stopping (agent stop, reload) takes what the kernel already holds: the
+ * datagrams waiting, the connections waiting to be accepted and their
+ * lines; a line not finished is dead-lettered, not dropped. */
+TEST(test_stop_drains)
+{
+	struct rig r;
+	struct seen s;
+	struct dlq_seen d;
+	int fd = udp_client(), port, c;
+
+	REQUIRE(rig_init(&r, "udp", "listen = 127.0.0.1:0\nparser = raw\n") == 0);
+	port = udp_port(&r);
+	udp_sends(fd, port, "a\nb");
+	udp_sends(fd, port, "c");
+	input_stop(r.in);
+	commit(&r);
+	read_all(&r, &s);
+	CHECK_EQ_INT(s.n, 3);
+	close(fd);
+	rig_release(&r);
+
+	REQUIRE(unix_rig(&r, "") == 0);
+	c = unix_connect(SOCK_STREAM);
+	REQUIRE(c >= 0);
+	CHECK(write(c, "{\"d\":1}\n{\"d\":2}\n{\"d\":", 21) == 21);
+	input_stop(r.in);                       /* never accepted before */
+	commit(&r);
+	read_all(&r, &s);
+	CHECK_EQ_INT(s.n, 2);
+	read_dlq(&r, &d);
+	REQUIRE(d.n == 1);
+	CHECK_EQ_STR(d.data[0], "{\"d\":");
+	CHECK(strstr(d.reason[0], "incomplete line: the input stopped while it was being sent (5 bytes")
+	      != NULL);
+	close(c);
+	rig_release(&r);
+}
+
 /* ---- configuration ---------------------------------------------------- */
 
 TEST(test_config_refused)
@@ -840,6 +878,7 @@ int main(void)
 	RUN(test_unix_stream_backpressure);
 	RUN(test_unix_connection_limit);
 	RUN(test_unix_stale_and_refused);
+	RUN(test_stop_drains);
 	RUN(test_config_refused);
 	RUN(test_no_leaks);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
