@@ -88,19 +88,19 @@ struct sock_conf {
 	{ .name = "receive_buffer", .type = CFG_SIZE, .def = "1MiB", .offset = SK(receive_buffer), \
 	  .min = 0, .max = 1 << 30,                                                               \
 	  .help = "Size of the socket's receive buffer (SO_RCVBUF): how many bytes of datagrams "  \
-		  "the kernel holds while the agent is busy; a burst beyond it is dropped by the "  \
-		  "kernel, counted and reported as a gap. The kernel caps it at "                     \
-		  "net.core.rmem_max unless the agent may raise that (CAP_NET_ADMIN); status says " \
-		  "what it got. 0 keeps the system's default." },                                    \
+		  "the kernel holds while the agent is busy. A UDP burst beyond it is dropped by "   \
+		  "the kernel, counted and reported as a gap; a unix datagram sender waits instead. " \
+		  "The kernel caps it at net.core.rmem_max unless the agent may raise that "         \
+		  "(CAP_NET_ADMIN); the log says when it got less. 0 keeps the system's default." }, \
 	{ .name = "max_datagram", .type = CFG_SIZE, .def = "64KiB", .offset = SK(max_datagram),   \
 	  .min = 64, .max = 16 << 20,                                                              \
 	  .help = "Largest datagram read whole. A larger one is cut by the kernel: its first "      \
 		  "4 KiB are dead-lettered with the reason, nothing of it is stored as records." }, \
 	{ .name = "read_budget", .type = CFG_INT, .def = "64", .offset = SK(read_budget),         \
 	  .min = 1, .max = 1000000,                                                                \
-	  .help = "Most datagrams (or stream reads of 64 KiB) taken per connection in one turn of " \
-		  "the event loop; the rest waits in the kernel for the next turn, so a flood "      \
-		  "cannot starve other inputs and outputs." }
+	  .help = "Most datagrams (a unix stream: reads of 64 KiB from each connection) taken in "  \
+		  "one turn of the event loop; the rest waits in the kernel for the next turn, so a " \
+		  "flood cannot starve other inputs and outputs." }
 
 static const struct cfg_key udp_keys[] = {
 	{ .name = "listen", .type = CFG_STR, .def = "127.0.0.1:8094", .offset = SK(listen),
