@@ -330,7 +330,7 @@ static int parse_line(struct lp *p, struct buf *out)
 	while (p->i < p->len && (p->s[p->i] == ' ' || p->s[p->i] == '\t'))
 		p->i++;
 	if (p->i == p->len)
-		return lp_fail(p, "line protocol: empty line");
+		return lp_fail(p, "line protocol: empty line (only blanks up to byte %zu)", p->len);
 	if (p->s[p->i] == '#')
 		return lp_fail(p, "line protocol: comment line (byte %zu), not a point", p->i);
 

@@ -142,8 +142,8 @@ TEST(test_numbers)
 
 TEST(test_bad_lines)
 {
-	BAD("", "empty line");
-	BAD("   ", "empty line");
+	BAD("", "empty line (only blanks up to byte 0)");
+	BAD("   ", "empty line (only blanks up to byte 3)");
 	BAD("# a comment", "comment line (byte 0)");
 	BAD("  #x f=1", "comment line (byte 2)");
 	BAD("cpu", "no fields");
