@@ -1027,10 +1027,11 @@ static void sock_stop(struct input *in, void *state)
 	(void)in;
 	if (!s)
 		return;
-	if (s->loop)
-		loop_timer_cancel(s->loop, &s->retry);
 	if (s->running)
 		drain(s);
+	/* After the drain, which may have armed it. */
+	if (s->loop)
+		loop_timer_cancel(s->loop, &s->retry);
 	while (s->conns)
 		conn_close(s, s->conns);
 	if (s->w.fd >= 0) {
