@@ -5,7 +5,9 @@
  * udp listens on an IP address and port (loopback by default); unix on a
  * socket file, as datagrams or as a stream. A datagram may hold several
  * lines, each a record; a stream is framed into lines per connection
- * (lines.h), with a limit on connections. Nothing here blocks: the sockets
+ * (lines.h), with a limit on connections. Empty lines are skipped. With
+ * parser = csv the first line of each datagram, or of each connection, is
+ * the header of the lines after it. Nothing here blocks: the sockets
  * are non-blocking and read from the loop, at most `read_budget` reads per
  * wakeup so that a flood cannot starve the rest of the agent.
  *
@@ -300,6 +302,10 @@ struct sock_conn {
 	struct loop_fd w;
 	struct lines lf;
 	bool eof;
+	/* parser = csv: the connection's first line is its header. */
+	char *hdr;
+	size_t hdr_len;
+	bool have_hdr;
 	struct sock_conn *next;
 };
 
@@ -315,6 +321,8 @@ struct sock {
 	size_t cap, dg_len, dg_pos, dg_lines;
 	int64_t dg_real;             /* its length before the kernel cut it */
 	bool dg_pending, dg_trunc;
+	bool dg_hdr;                 /* parser = csv: its first line was the header */
+	struct sock_conn *hdr_conn;  /* whose header the core holds */
 	/* Kernel drops: the last running count seen, and how many reported. */
 	uint32_t drops_seen;
 	int64_t dropped, dropped_reported;
@@ -526,7 +534,13 @@ static int take_datagram(struct sock *s)
 
 		if (l && p[l - 1] == '\r')
 			l--;
-		if (l) {
+		if (l && input_wants_header(s->in) && !s->dg_hdr) {
+			/* CSV: each datagram is a small file, its first line
+			 * the header of the others. */
+			if ((rc = input_set_header(s->in, p, l)))
+				return rc;
+			s->dg_hdr = true;
+		} else if (l) {
 			if ((rc = take_line(s, p, l, NULL)))
 				return rc;
 			s->dg_lines++;
@@ -536,7 +550,8 @@ static int take_datagram(struct sock *s)
 	if (!s->dg_lines) {
 		/* Nothing but newlines, or nothing at all: not a record, but
 		 * never dropped without a trace. */
-		if ((rc = reject(s, s->buf, s->dg_len, "empty datagram")))
+		if ((rc = reject(s, s->buf, s->dg_len, s->dg_hdr ? "empty datagram (a CSV header and "
+				 "no lines)" : "empty datagram")))
 			return rc;
 	}
 	s->dg_pending = false;
@@ -604,6 +619,7 @@ static void dgram_pump(struct sock *s)
 		s->dg_trunc = (msg.msg_flags & MSG_TRUNC) || (size_t)n > s->cap;
 		s->dg_len = (size_t)n > s->cap ? s->cap : (size_t)n;
 		s->dg_pos = s->dg_lines = 0;
+		s->dg_hdr = false;
 		s->dg_pending = true;
 		if (s->dg_trunc)
 			s->truncated++;
@@ -633,8 +649,42 @@ static void conn_close(struct sock *s, struct sock_conn *c)
 	loop_fd_del(s->loop, &c->w);
 	close(c->w.fd);
 	lines_release(&c->lf);
+	if (s->hdr_conn == c)
+		s->hdr_conn = NULL;
+	xfree(c->hdr);
 	xfree(c);
 	s->n_conns--;
+}
+
+/* parser = csv: the connection's first line is its header, handed to the
+ * core again whenever lines of another connection went in between. 1: the
+ * line was the header; 0: hand it over; -ENOMEM. */
+static int conn_header(struct sock *s, struct sock_conn *c, const struct lines_rec *r)
+{
+	int rc;
+
+	if (!input_wants_header(s->in))
+		return 0;
+	if (!c->have_hdr) {
+		c->have_hdr = true;
+		/* An over-long header is dead-lettered as any long line;
+		 * the lines after it then have no header (and say so). */
+		if (r->too_long)
+			return 0;
+		c->hdr = xmalloc(r->len + 1);
+		if (!c->hdr)
+			return -ENOMEM;
+		memcpy(c->hdr, r->data, r->len);
+		c->hdr_len = r->len;
+		s->hdr_conn = NULL;
+		return 1;
+	}
+	if (s->hdr_conn != c) {
+		if ((rc = input_set_header(s->in, c->hdr ? c->hdr : "", c->hdr_len)))
+			return rc;
+		s->hdr_conn = c;
+	}
+	return 0;
 }
 
 /* Hand over the connection's complete lines and read more, at most
@@ -647,7 +697,15 @@ static bool conn_pump(struct sock *s, struct sock_conn *c)
 
 	for (;;) {
 		while ((got = c->eof ? lines_flush(&c->lf, &r) : lines_next(&c->lf, &r)) == 1) {
-			if ((rc = take_line(s, r.data, r.len, r.too_long))) {
+			if (!r.len && !r.too_long) {
+				lines_consume(&c->lf);  /* an empty line holds nothing */
+				continue;
+			}
+			if ((rc = conn_header(s, c, &r)) == 1) {
+				lines_consume(&c->lf);
+				continue;
+			}
+			if (rc || (rc = take_line(s, r.data, r.len, r.too_long))) {
 				pause_reading(s, rc);
 				return false;
 			}

@@ -253,6 +253,33 @@ TEST(test_udp_influx)
 	rig_release(&r);
 }
 
+/* parser = csv: each datagram's first line is the header of its others. */
+TEST(test_udp_csv)
+{
+	struct rig r;
+	struct seen s;
+	struct dlq_seen d;
+	int fd = udp_client(), port;
+
+	REQUIRE(rig_init(&r, "udp", "listen = 127.0.0.1:0\nparser = csv\n") == 0);
+	port = udp_port(&r);
+	udp_sends(fd, port, "a,b\n1,2\n3,4\n");
+	udp_sends(fd, port, "c\n9");
+	udp_sends(fd, port, "only,a,header\n");
+	CHECK(wait_ticket(&r, 4));
+	commit(&r);
+	read_all(&r, &s);
+	REQUIRE(s.n == 3);
+	CHECK_EQ_STR(s.data[0], "{\"a\":\"1\",\"b\":\"2\"}");
+	CHECK_EQ_STR(s.data[1], "{\"a\":\"3\",\"b\":\"4\"}");
+	CHECK_EQ_STR(s.data[2], "{\"c\":\"9\"}");
+	read_dlq(&r, &d);
+	REQUIRE(d.n == 1);
+	CHECK_EQ_STR(d.reason[0], "empty datagram (a CSV header and no lines)");
+	close(fd);
+	rig_release(&r);
+}
+
 /* Bad JSON, invalid UTF-8, empty datagrams: dead-lettered with reasons,
  * counted; the good lines beside them are records. */
 TEST(test_udp_garbage)
@@ -684,6 +711,39 @@ TEST(test_unix_stream_backpressure)
 	rig_release(&r);
 }
 
+/* parser = csv on a stream: each connection's first line is its header,
+ * whatever the other connections send in between; empty lines hold
+ * nothing. */
+TEST(test_unix_stream_csv)
+{
+	struct rig r;
+	struct seen s;
+	int a, b;
+	char text[200];
+
+	snprintf(text, sizeof(text), "path = %s\nparser = csv\n", sock_path);
+	REQUIRE(rig_init(&r, "unix", text) == 0);
+	a = unix_connect(SOCK_STREAM);
+	b = unix_connect(SOCK_STREAM);
+	REQUIRE(a >= 0 && b >= 0);
+	CHECK(write(a, "x,y\n1,2\n", 8) == 8);
+	CHECK(wait_ticket(&r, 1));
+	CHECK(write(b, "z\n\n7\n", 6) == 6);
+	CHECK(wait_ticket(&r, 2));
+	CHECK(write(a, "3,4\n", 4) == 4);
+	CHECK(wait_ticket(&r, 3));
+	commit(&r);
+	read_all(&r, &s);
+	REQUIRE(s.n == 3);
+	CHECK_EQ_STR(s.data[0], "{\"x\":\"1\",\"y\":\"2\"}");
+	CHECK_EQ_STR(s.data[1], "{\"z\":\"7\"}");
+	CHECK_EQ_STR(s.data[2], "{\"x\":\"3\",\"y\":\"4\"}");
+	CHECK_EQ_INT(snapshot(&r).dlq, 0);
+	close(a);
+	close(b);
+	rig_release(&r);
+}
+
 struct conns_wait {
 	struct rig *r;
 	const char *text;
@@ -864,6 +924,7 @@ int main(void)
 	}
 	RUN(test_udp_lines);
 	RUN(test_udp_influx);
+	RUN(test_udp_csv);
 	RUN(test_udp_garbage);
 	RUN(test_udp_truncated_and_oversized);
 	RUN(test_udp_flood);
@@ -876,6 +937,7 @@ int main(void)
 	RUN(test_unix_mode);
 	RUN(test_unix_stream);
 	RUN(test_unix_stream_backpressure);
+	RUN(test_unix_stream_csv);
 	RUN(test_unix_connection_limit);
 	RUN(test_unix_stale_and_refused);
 	RUN(test_stop_drains);
