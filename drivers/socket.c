@@ -326,7 +326,7 @@ struct sock {
 	/* Kernel drops: the last running count seen, and how many reported. */
 	uint32_t drops_seen;
 	int64_t dropped, dropped_reported;
-	int64_t datagrams, truncated, oversized, conns_refused;
+	int64_t datagrams, truncated, conns_refused;
 	int rcvbuf;                  /* what the kernel gave (twice what it holds of data) */
 	/* Keys: the next counter value, and the end of the saved block. */
 	uint64_t seq, reserved;
@@ -489,12 +489,9 @@ static int take_line(struct sock *s, const char *data, size_t len, const char *t
 	char key[128], why[160];
 	int rc;
 
-	if (too_long) {
-		s->oversized++;
+	if (too_long)
 		return reject(s, data, len, too_long);
-	}
 	if ((int64_t)len > max) {
-		s->oversized++;
 		snprintf(why, sizeof(why), "line longer than max_record_bytes (%zu bytes; only the "
 			 "first %zu kept)", len, len < LINES_KEEP ? len : (size_t)LINES_KEEP);
 		return reject(s, data, len, why);
