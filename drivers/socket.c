@@ -332,6 +332,7 @@ struct sock {
 	uint64_t seq, reserved;
 	bool running;                /* started: drain at stop */
 	bool paused;
+	bool retrying;               /* paused by a queue error, said in status */
 	int64_t drain_budget;        /* > 0 while stopping: reads allowed */
 	struct loop_timer retry;
 	struct sock_conn *conns;
@@ -431,6 +432,7 @@ static void pause_reading(struct sock *s, int rc)
 	s->paused = true;
 	if (rc != -EAGAIN) {
 		input_error(s->in, "record not stored: %s; trying again in a second", strerror(-rc));
+		s->retrying = true;
 		loop_timer_set(s->loop, &s->retry, RETRY_MS);
 	}
 }
@@ -841,7 +843,9 @@ static void sock_resume(struct input *in, void *state)
 	s->paused = false;
 	if (pump_all(s) && !s->paused) {
 		watch_all(s, true);
-		input_clear_error(s->in);
+		if (s->retrying)
+			input_clear_error(s->in);
+		s->retrying = false;
 	}
 }
 
