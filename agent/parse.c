@@ -281,6 +281,9 @@ int parse_record(int parser, const char *data, size_t len, const char *header,
 	case PARSER_NMEA:
 		err = parse_nmea(data, len, out, why, whylen);
 		break;
+	case PARSER_INFLUX:
+		err = parse_influx(data, len, out, why, whylen);
+		break;
 	default:
 		return fail(why, whylen, "unknown parser %d", parser);
 	}

@@ -12,6 +12,8 @@ extern const struct driver system_driver;
 extern const struct driver serial_driver;
 extern const struct driver spool_driver;
 extern const struct driver exec_driver;
+extern const struct driver udp_driver;
+extern const struct driver unix_driver;
 
 const struct driver *const driver_registry[] = {
 	&tail_driver,
@@ -21,6 +23,8 @@ const struct driver *const driver_registry[] = {
 	&serial_driver,
 	&spool_driver,
 	&exec_driver,
+	&udp_driver,
+	&unix_driver,
 	NULL,
 };
 

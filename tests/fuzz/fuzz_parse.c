@@ -2,6 +2,9 @@
  * rest on: whatever the bytes, nothing may crash, leak or overrun, and any
  * text a parser accepts must be JSON that json_valid accepts too.
  *
+ * Every parser sees every input: raw, json, csv (first line as the header)
+ * and influx (line protocol).
+ *
  * Built with -fsanitize=fuzzer for libFuzzer, or with regression.c to replay
  * the committed corpus in tests/fuzz/corpus/parse/.
  */
@@ -121,7 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf out = BUF_INIT;
 	char why[8];
 	bool utf8, json;
-	int rc_raw, rc_json, rc_csv, rc_nmea;
+	int rc_raw, rc_json, rc_csv, rc_nmea, rc_influx;
 	size_t a, b;
 
 	utf8 = utf8_valid(s, size, &bad);
@@ -172,6 +175,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rc_nmea = run_parser(PARSER_NMEA, s, size, NULL, 0, &out);
 	if (rc_nmea == 0 && !nmea_checksum_ok(s, size))
 		fail("nmea parser accepted a sentence whose checksum is wrong", NULL);
+	/* Line protocol: an object when accepted (run_parser checks it is
+	 * JSON), and never for what is not valid UTF-8. */
+	rc_influx = run_parser(PARSER_INFLUX, s, size, NULL, 0, &out);
+	if (rc_influx == 0 && (!utf8 || out.p[PREFIX_LEN] != '{'))
+		fail("influx parser accepted invalid UTF-8 or gave no object", NULL);
 
 	/* Escaping anything at all gives valid JSON. */
 	buf_reset(&out);
@@ -187,6 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		run_parser_oom(PARSER_CSV, line, line_len, hdr, hdr_len,
 			       rc_csv, k);
 		run_parser_oom(PARSER_NMEA, s, size, NULL, 0, rc_nmea, k);
+		run_parser_oom(PARSER_INFLUX, s, size, NULL, 0, rc_influx, k);
 	}
 
 	if (mem_in_use() != base)
