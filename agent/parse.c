@@ -13,10 +13,7 @@
 #include "config.h"
 #include "parse.h"
 
-static int fail(char *why, size_t whylen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int fail(char *why, size_t whylen, const char *fmt, ...)
+int parse_fail(char *why, size_t whylen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -27,6 +24,8 @@ static int fail(char *why, size_t whylen, const char *fmt, ...)
 	}
 	return -EINVAL;
 }
+
+#define fail parse_fail
 
 static bool is_blank(char c)
 {

@@ -33,6 +33,11 @@ int parse_nmea(const char *data, size_t len, struct buf *out, char *why, size_t 
  * same contract as parse_record(). */
 int parse_influx(const char *data, size_t len, struct buf *out, char *why, size_t whylen);
 
+/* Write a reason into why (when given) and return -EINVAL: how every
+ * parser refuses a record. */
+int parse_fail(char *why, size_t whylen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Split one CSV line into fields (RFC 4180 quoting; a trailing CR is
  * dropped). Calls cb for each field with its unquoted value; cb returns 0
  * or -errno to stop. Returns the field count or -EINVAL with why. */

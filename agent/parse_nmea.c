@@ -23,20 +23,7 @@
 /* More fields than any standard sentence has (GSA and GSV have ~20). */
 #define MAX_FIELDS 100
 
-static int fail(char *why, size_t whylen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int fail(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && whylen) {
-		va_start(ap, fmt);
-		vsnprintf(why, whylen, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
+#define fail parse_fail
 
 struct field {
 	const char *p;
