@@ -425,6 +425,12 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 	if (d && (d->flags & DRIVER_STRUCTURED) && find_entry(s, "parser"))
 		return fail(ps, entry_line(s, "parser"),
 			    "key 'parser': driver '%s' takes no parser: its records are structured", d->name);
+	/* The driver's own default parser, where the section names none. */
+	if (d && d->parser && !find_entry(s, "parser")) {
+		for (int i = 0; parser_names[i]; i++)
+			if (!strcmp(parser_names[i], d->parser))
+				in->parser = i;
+	}
 	rc = load_typed(ps, s, config_input_keys, in, &ti, &in->drv);
 	if (rc)
 		return rc;

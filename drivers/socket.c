@@ -1167,6 +1167,7 @@ const struct driver udp_driver = {
 		"loopback by default; each line is a record, datagrams the kernel dropped are counted and "
 		"reported as a gap.",
 	.flags = DRIVER_REPLAY,
+	.parser = "json",
 	.conf_keys = udp_keys,
 	.conf_size = sizeof(struct sock_conf),
 	.validate = udp_validate,
@@ -1181,6 +1182,7 @@ const struct driver unix_driver = {
 	.help = "Receives lines (JSON, InfluxDB line protocol, CSV or text) on a local socket file, as a "
 		"stream (senders are slowed down, never dropped) or as datagrams.",
 	.flags = DRIVER_REPLAY,
+	.parser = "json",
 	.conf_keys = unix_keys,
 	.conf_size = sizeof(struct sock_conf),
 	.validate = unix_validate,
