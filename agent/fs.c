@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -76,4 +77,47 @@ int fs_mkdir_p(const char *dir)
 	if (mkdir(tmp, 0750) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+ssize_t fs_pread_full(ssize_t (*pread_fn)(int fd, void *buf, size_t count, off_t offset), int fd,
+		      void *p, size_t len, int64_t off)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = pread_fn(fd, (char *)p + got, len - got, (off_t)(off + (int64_t)got));
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+bool fs_inotify_read(int fd, void (*each)(const struct inotify_event *ev, void *arg), void *arg)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	bool any = false;
+
+	for (int round = 0; round < 16; round++) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		any = true;
+		for (ssize_t i = 0; i + (ssize_t)sizeof(struct inotify_event) <= n;) {
+			const struct inotify_event *ev = (const void *)(buf + i);
+
+			each(ev, arg);
+			i += (ssize_t)(sizeof(*ev) + ev->len);
+		}
+	}
+	return any;
 }

@@ -447,58 +447,55 @@ static bool is_complete(struct spool *s, struct sfile *f, int64_t now)
 
 /* ---- inotify --------------------------------------------------------- */
 
+/* What spool_inotify() hands to each event. */
+struct spool_events {
+	struct spool *s;
+	int64_t now;
+};
+
+static void spool_event(const struct inotify_event *ev, void *arg)
+{
+	struct spool_events *e = arg;
+	struct spool *s = e->s;
+	int64_t now = e->now;
+	struct sfile *f = NULL;
+
+	if (ev->mask & IN_Q_OVERFLOW) {
+		/* Closes may be lost: judge by quiet_time alone. */
+		for (size_t k = 0; k < s->n_files; k++) {
+			s->files[k]->writing = false;
+			s->files[k]->changed_at = now;
+		}
+		s->want_scan = true;
+	}
+	if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
+		s->set_up = false;
+		s->wd = -1;
+	}
+	if (ev->len && ev->name[0]) {
+		/* A look now, so that the next listing does not take this
+		 * change for a later one. */
+		if (ev->mask & (IN_DELETE | IN_MOVED_FROM))
+			s->want_scan = true;
+		else
+			f = look_at(s, ev->name);
+	}
+	if (f) {
+		f->changed_at = now;
+		if (ev->mask & (IN_MODIFY | IN_CREATE))
+			f->writing = true;
+		if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO))
+			f->writing = false;
+	}
+}
+
 static void spool_inotify(struct loop_fd *w, unsigned revents)
 {
-	struct spool *s = container_of(w, struct spool, ino);
-	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	int64_t now = loop_now_ms();
-	bool any = false;
+	struct spool_events e = { container_of(w, struct spool, ino), loop_now_ms() };
 
 	(void)revents;
-	for (int round = 0; round < 16; round++) {
-		ssize_t n = read(w->fd, buf, sizeof(buf));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		any = true;
-		for (ssize_t i = 0; i + (ssize_t)sizeof(struct inotify_event) <= n;) {
-			const struct inotify_event *ev = (const void *)(buf + i);
-			struct sfile *f = NULL;
-
-			if (ev->mask & IN_Q_OVERFLOW) {
-				/* Closes may be lost: judge by quiet_time alone. */
-				for (size_t k = 0; k < s->n_files; k++) {
-					s->files[k]->writing = false;
-					s->files[k]->changed_at = now;
-				}
-				s->want_scan = true;
-			}
-			if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
-				s->set_up = false;
-				s->wd = -1;
-			}
-			if (ev->len && ev->name[0]) {
-				/* A look now, so that the next listing does not
-				 * take this change for a later one. */
-				if (ev->mask & (IN_DELETE | IN_MOVED_FROM))
-					s->want_scan = true;
-				else
-					f = look_at(s, ev->name);
-			}
-			if (f) {
-				f->changed_at = now;
-				if (ev->mask & (IN_MODIFY | IN_CREATE))
-					f->writing = true;
-				if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO))
-					f->writing = false;
-			}
-			i += (ssize_t)(sizeof(*ev) + ev->len);
-		}
-	}
-	if (any)
-		loop_timer_set(s->loop, &s->timer, 0);
+	if (fs_inotify_read(w->fd, spool_event, &e))
+		loop_timer_set(e.s->loop, &e.s->timer, 0);
 }
 
 static void watch_start(struct spool *s)

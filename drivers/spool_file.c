@@ -33,21 +33,7 @@ enum { SLICE_DONE = 0, SLICE_MORE = 1, SLICE_CHANGED = 2 };
  * -errno; the bytes read before an error are lost to the caller. */
 static ssize_t pread_full(int fd, void *p, size_t len, int64_t off)
 {
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = spool_sys.pread(fd, (char *)p + got, len - got, (off_t)(off + (int64_t)got));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
+	return fs_pread_full(spool_sys.pread, fd, p, len, off);
 }
 
 /* One read of up to len bytes at off: bytes read (0 at the end), or -errno. */

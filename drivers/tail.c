@@ -164,21 +164,7 @@ static const char *file_key(struct tail_file *f, int64_t off)
 
 ssize_t tail_pread_full(int fd, void *p, size_t len, int64_t off)
 {
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = pread(fd, (char *)p + got, len - got, (off_t)(off + (int64_t)got));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
+	return fs_pread_full(pread, fd, p, len, off);
 }
 
 /* Fingerprint of the file as it is now. */
