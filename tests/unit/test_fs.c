@@ -1,5 +1,5 @@
 /* test_fs.c - fs.c: the birth time of a file, as the tail driver's saved
- * generations need it, and mkdir -p. */
+ * generations need it, mkdir -p, the full pread and the inotify drain. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -158,6 +159,94 @@ TEST(mkdir_p_takes_long_paths_and_refuses_too_long_ones)
 	free(path);
 }
 
+/* A pread that gives at most 3 bytes a call, is interrupted every other
+ * call, and fails with EIO from byte fail_at on. */
+static const char fake_data[] = "0123456789abcdef";
+static int fake_calls;
+static int64_t fake_fail_at = -1;
+
+static ssize_t fake_pread(int fd, void *buf, size_t count, off_t offset)
+{
+	size_t size = sizeof(fake_data) - 1, n;
+
+	(void)fd;
+	if (fake_calls++ % 2) {
+		errno = EINTR;
+		return -1;
+	}
+	if (fake_fail_at >= 0 && offset >= fake_fail_at) {
+		errno = EIO;
+		return -1;
+	}
+	if ((size_t)offset >= size)
+		return 0;
+	n = size - (size_t)offset < count ? size - (size_t)offset : count;
+	if (n > 3)
+		n = 3;
+	memcpy(buf, fake_data + offset, n);
+	return (ssize_t)n;
+}
+
+TEST(pread_full_goes_on_after_short_reads_and_eintr)
+{
+	char buf[32];
+
+	fake_calls = 0;
+	fake_fail_at = -1;
+	memset(buf, 0, sizeof(buf));
+	CHECK_EQ_INT(fs_pread_full(fake_pread, 0, buf, 10, 2), 10);
+	CHECK(!memcmp(buf, "23456789ab", 10));
+	/* Fewer only at the end of the file. */
+	CHECK_EQ_INT(fs_pread_full(fake_pread, 0, buf, sizeof(buf), 10), 6);
+	CHECK(!memcmp(buf, "abcdef", 6));
+	CHECK_EQ_INT(fs_pread_full(fake_pread, 0, buf, 4, 16), 0);
+	fake_fail_at = 6;
+	CHECK_EQ_INT(fs_pread_full(fake_pread, 0, buf, 10, 0), -EIO);
+	fake_fail_at = -1;
+}
+
+struct seen_events {
+	int n;
+	bool created;
+};
+
+static void note_event(const struct inotify_event *ev, void *arg)
+{
+	struct seen_events *e = arg;
+
+	e->n++;
+	if ((ev->mask & IN_CREATE) && ev->len && !strcmp(ev->name, "new"))
+		e->created = true;
+}
+
+TEST(inotify_read_hands_over_each_event)
+{
+	struct seen_events e = { 0 };
+	char path[128];
+	int fd, ino;
+
+	tmp_dir();
+	REQUIRE(tmp[0]);
+	snprintf(path, sizeof(path), "%s/ino", tmp);
+	REQUIRE(mkdir(path, 0755) == 0);
+	ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (ino < 0)
+		SKIP("no inotify here: %s", strerror(errno));
+	REQUIRE(inotify_add_watch(ino, path, IN_CREATE | IN_CLOSE_WRITE) >= 0);
+	/* Nothing waiting: nothing read, and no wait. */
+	CHECK(!fs_inotify_read(ino, note_event, &e));
+	CHECK_EQ_INT(e.n, 0);
+	snprintf(path, sizeof(path), "%s/ino/new", tmp);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	REQUIRE(fd >= 0);
+	close(fd);
+	/* The events of a creation are queued by the time open() returns. */
+	CHECK(fs_inotify_read(ino, note_event, &e));
+	CHECK_EQ_INT(e.n, 2);
+	CHECK(e.created);
+	close(ino);
+}
+
 int main(void)
 {
 	RUN(birth_time_of_path_and_fd_agree_with_statx);
@@ -165,6 +254,8 @@ int main(void)
 	RUN(mkdir_p_makes_parents_and_takes_existing);
 	RUN(mkdir_p_reports_a_file_in_the_way);
 	RUN(mkdir_p_takes_long_paths_and_refuses_too_long_ones);
+	RUN(pread_full_goes_on_after_short_reads_and_eintr);
+	RUN(inotify_read_hands_over_each_event);
 	if (tmp[0]) {
 		char cmd[128];
 
