@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "fs.h"
 #include "lines.h"
 #include "log.h"
 #include "loop.h"
