@@ -65,60 +65,61 @@ struct mqtt_conn_conf {
  * five. */
 #define MQTT_CONN_MK(conf_type, f) .offset = offsetof(conf_type, conn.f)
 
-#define MQTT_CONN_KEY_URL(conf_type, def_url)                                                  \
-	{ .name = "url", .type = CFG_STR, .def = def_url, MQTT_CONN_MK(conf_type, url),        \
-	  .help = "Broker address as mqtt://host:port (IPv6: mqtt://[::1]:1883; the port defaults to " \
-		  "1883), or mqtts://host:port for MQTT over TLS (port 8883 by default; TLS 1.2 or " \
-		  "later, the broker's certificate is always verified and must name the host). Prefer " \
-		  "an IP address or a name from /etc/hosts: a DNS lookup holds up the agent while it " \
-		  "waits. With mqtts and an IP address, set tls_server_name." },
+#define MQTT_CONN_KEY_URL(conf_type, def_url)                                                      \
+	{ .name = "url", .type = CFG_STR, .def = def_url, MQTT_CONN_MK(conf_type, url),            \
+	  .help = "Broker address as mqtt://host:port (IPv6: mqtt://[::1]:1883; the port "         \
+		  "defaults to 1883), or mqtts://host:port for MQTT over TLS (port 8883 by "       \
+		  "default; TLS 1.2 or later, the broker's certificate is always verified and "    \
+		  "must name the host). Prefer an IP address or a name from /etc/hosts: a DNS "    \
+		  "lookup holds up the agent while it waits. With mqtts and an IP address, "       \
+		  "set tls_server_name." },
 
-#define MQTT_CONN_KEY_KEEPALIVE(conf_type)                                                     \
-	{ .name = "keepalive", .type = CFG_DURATION, .def = "30s", MQTT_CONN_MK(conf_type, keepalive_ms), \
-	  .min = 5000, .max = 65535000,                                                        \
-	  .help = "MQTT keepalive: a ping is sent after this long without traffic, and the connection " \
-		  "counts as lost when the broker stays silent for longer." },
+#define MQTT_CONN_KEY_KEEPALIVE(conf_type)                                                         \
+	{ .name = "keepalive", .type = CFG_DURATION, .def = "30s",                                 \
+	  MQTT_CONN_MK(conf_type, keepalive_ms), .min = 5000, .max = 65535000,                     \
+	  .help = "MQTT keepalive: a ping is sent after this long without traffic, and the "       \
+		  "connection counts as lost when the broker stays silent for longer." },
 
-#define MQTT_CONN_KEYS_AUTH(conf_type)                                                         \
-	{ .name = "username", .type = CFG_STR, MQTT_CONN_MK(conf_type, username),              \
-	  .help = "User name for the broker, if it requires one." },                           \
-	{ .name = "password_file", .type = CFG_STR, MQTT_CONN_MK(conf_type, password_file),    \
-	  .help = "File holding the broker password (a trailing newline is ignored), read at start. " \
-		  "The password is never logged or shown. Needs username." },
+#define MQTT_CONN_KEYS_AUTH(conf_type)                                                             \
+	{ .name = "username", .type = CFG_STR, MQTT_CONN_MK(conf_type, username),                  \
+	  .help = "User name for the broker, if it requires one." },                               \
+	{ .name = "password_file", .type = CFG_STR, MQTT_CONN_MK(conf_type, password_file),        \
+	  .help = "File holding the broker password (a trailing newline is ignored), read at "     \
+		  "start. The password is never logged or shown. Needs username." },
 
-#define MQTT_CONN_KEYS_RECONNECT(conf_type)                                                    \
-	{ .name = "reconnect_base", .type = CFG_DURATION, .def = "1s",                         \
-	  MQTT_CONN_MK(conf_type, reconnect_base_ms), .min = 100, .max = 3600000,              \
-	  .help = "Delay before reconnecting after a failure; it doubles with each further failure, " \
-		  "with jitter, up to reconnect_max." },                                       \
-	{ .name = "reconnect_max", .type = CFG_DURATION, .def = "60s",                         \
-	  MQTT_CONN_MK(conf_type, reconnect_max_ms), .min = 100, .max = 86400000,              \
-	  .help = "Longest delay between reconnect attempts." },                               \
-	{ .name = "connect_timeout", .type = CFG_DURATION, .def = "10s",                       \
-	  MQTT_CONN_MK(conf_type, connect_timeout_ms), .min = 500, .max = 600000,              \
-	  .help = "How long a connection attempt (TCP connect and the broker's CONNACK) may take " \
-		  "before it is abandoned and retried." },
+#define MQTT_CONN_KEYS_RECONNECT(conf_type)                                                        \
+	{ .name = "reconnect_base", .type = CFG_DURATION, .def = "1s",                             \
+	  MQTT_CONN_MK(conf_type, reconnect_base_ms), .min = 100, .max = 3600000,                  \
+	  .help = "Delay before reconnecting after a failure; it doubles with each further "       \
+		  "failure, with jitter, up to reconnect_max." },                                  \
+	{ .name = "reconnect_max", .type = CFG_DURATION, .def = "60s",                             \
+	  MQTT_CONN_MK(conf_type, reconnect_max_ms), .min = 100, .max = 86400000,                  \
+	  .help = "Longest delay between reconnect attempts." },                                   \
+	{ .name = "connect_timeout", .type = CFG_DURATION, .def = "10s",                           \
+	  MQTT_CONN_MK(conf_type, connect_timeout_ms), .min = 500, .max = 600000,                  \
+	  .help = "How long a connection attempt (TCP connect and the broker's CONNACK) may "      \
+		  "take before it is abandoned and retried." },
 
-#define MQTT_CONN_KEYS_TLS(conf_type)                                                          \
-	{ .name = "ca_file", .type = CFG_STR, MQTT_CONN_MK(conf_type, ca_file),                \
-	  .help = "mqtts: PEM file of the certificate authorities that may sign the broker's " \
-		  "certificate. Default: the system's store (" TLS_DEFAULT_CA_FILE ")." },     \
-	{ .name = "client_cert", .type = CFG_STR, MQTT_CONN_MK(conf_type, client_cert),        \
-	  .help = "mqtts: PEM client certificate for mutual TLS, presented when the broker asks for " \
-		  "one (mosquitto: require_certificate true). Needs client_key." },            \
-	{ .name = "client_key", .type = CFG_STR, MQTT_CONN_MK(conf_type, client_key),          \
-	  .help = "mqtts: PEM private key of client_cert (unencrypted; keep the file readable by the " \
-		  "agent only)." },                                                            \
-	{ .name = "tls_server_name", .type = CFG_STR, MQTT_CONN_MK(conf_type, tls_server_name), \
-	  .help = "mqtts: the DNS name sent as SNI and that the broker's certificate must carry. " \
-		  "Default: the host of url. Required when url names the broker by IP address " \
-		  "(IP addresses in certificates are not matched)." },
+#define MQTT_CONN_KEYS_TLS(conf_type)                                                              \
+	{ .name = "ca_file", .type = CFG_STR, MQTT_CONN_MK(conf_type, ca_file),                    \
+	  .help = "mqtts: PEM file of the certificate authorities that may sign the broker's "     \
+		  "certificate. Default: the system's store (" TLS_DEFAULT_CA_FILE ")." },         \
+	{ .name = "client_cert", .type = CFG_STR, MQTT_CONN_MK(conf_type, client_cert),            \
+	  .help = "mqtts: PEM client certificate for mutual TLS, presented when the broker "       \
+		  "asks for one (mosquitto: require_certificate true). Needs client_key." },       \
+	{ .name = "client_key", .type = CFG_STR, MQTT_CONN_MK(conf_type, client_key),              \
+	  .help = "mqtts: PEM private key of client_cert (unencrypted; keep the file readable "    \
+		  "by the agent only)." },                                                         \
+	{ .name = "tls_server_name", .type = CFG_STR, MQTT_CONN_MK(conf_type, tls_server_name),    \
+	  .help = "mqtts: the DNS name sent as SNI and that the broker's certificate must "        \
+		  "carry. Default: the host of url. Required when url names the broker by IP "     \
+		  "address (IP addresses in certificates are not matched)." },
 
-#define MQTT_CONN_KEYS(conf_type, def_url)                                                     \
-	MQTT_CONN_KEY_URL(conf_type, def_url)                                                  \
-	MQTT_CONN_KEY_KEEPALIVE(conf_type)                                                     \
-	MQTT_CONN_KEYS_AUTH(conf_type)                                                         \
-	MQTT_CONN_KEYS_RECONNECT(conf_type)                                                    \
+#define MQTT_CONN_KEYS(conf_type, def_url)                                                         \
+	MQTT_CONN_KEY_URL(conf_type, def_url)                                                      \
+	MQTT_CONN_KEY_KEEPALIVE(conf_type)                                                         \
+	MQTT_CONN_KEYS_AUTH(conf_type)                                                             \
+	MQTT_CONN_KEYS_RECONNECT(conf_type)                                                        \
 	MQTT_CONN_KEYS_TLS(conf_type)
 
 /* Check the keys beyond their types: url required and of the form
