@@ -326,6 +326,7 @@ struct sock {
 	/* Kernel drops: the last running count seen, and how many reported. */
 	uint32_t drops_seen;
 	int64_t dropped, dropped_reported;
+	bool drops_unknown;          /* the kernel cannot count drops (no SO_RXQ_OVFL) */
 	int64_t datagrams, truncated, conns_refused;
 	int rcvbuf;                  /* what the kernel gave (twice what it holds of data) */
 	/* Keys: the next counter value, and the end of the saved block. */
@@ -358,7 +359,11 @@ static void update_state(struct sock *s)
 		n += snprintf(extra + n, sizeof(extra) - (size_t)n, ", %" PRId64 " dropped by the kernel",
 			      s->dropped);
 	if (s->truncated && n >= 0 && (size_t)n < sizeof(extra))
-		snprintf(extra + n, sizeof(extra) - (size_t)n, ", %" PRId64 " truncated", s->truncated);
+		n += snprintf(extra + n, sizeof(extra) - (size_t)n, ", %" PRId64 " truncated",
+			      s->truncated);
+	if (s->drops_unknown && n >= 0 && (size_t)n < sizeof(extra))
+		snprintf(extra + n, sizeof(extra) - (size_t)n, ", drops not counted (the kernel "
+			 "cannot count them)");
 	input_set_state(s->in, "listening on %s%s: %" PRId64 " datagrams%s", s->where,
 			s->is_unix ? " (dgram)" : "", s->datagrams, extra);
 }
@@ -903,7 +908,8 @@ static int open_udp(struct sock *s)
 	if (s->w.fd < 0)
 		goto out_err;
 	set_rcvbuf(s);
-	if (setsockopt(s->w.fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one)) < 0)
+	s->drops_unknown = setsockopt(s->w.fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one)) < 0;
+	if (s->drops_unknown)
 		log_warn("input %s: the kernel cannot count dropped datagrams (SO_RXQ_OVFL: %s)",
 			 input_name(s->in), strerror(errno));
 	if (bind(s->w.fd, (struct sockaddr *)&ss, sl) < 0)

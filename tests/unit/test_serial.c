@@ -263,11 +263,12 @@ TEST(test_settings_and_lines)
 	CHECK_EQ_STR(st.state, state);
 	rig_release(&r);
 
-	/* Software flow control, at the top speed. */
-	REQUIRE(rig_init(&r, "baud = 4000000\nflow_control = xonxoff\n") == 0);
+	/* Software flow control, at a speed every termios layer knows
+	 * (user-mode emulators translate only the common rates). */
+	REQUIRE(rig_init(&r, "baud = 115200\nflow_control = xonxoff\n") == 0);
 	CHECK(snapshot(&r).connected);
 	REQUIRE(tcgetattr(p.slave, &t) == 0);
-	CHECK(cfgetispeed(&t) == B4000000);
+	CHECK(cfgetispeed(&t) == B115200);
 	CHECK((t.c_iflag & (IXON | IXOFF)) == (IXON | IXOFF));
 	CHECK(!(t.c_cflag & CRTSCTS) && !(t.c_cflag & CSTOPB));
 	rig_release(&r);
@@ -327,7 +328,8 @@ TEST(test_unplug_and_replug)
 	st = snapshot(&r);
 	snprintf(want, sizeof(want), "%s hung up (unplugged?)", link_path);
 	if (!strstr(st.conn_why, "hung up"))      /* the kernel may say EIO first */
-		snprintf(want, sizeof(want), "%s is gone (unplugged?): read: Input/output error", link_path);
+		snprintf(want, sizeof(want), "%s is gone (unplugged?): read: %s", link_path,
+			 strerror(EIO));
 	CHECK_EQ_STR(st.conn_why, want);
 	CHECK_EQ_INT(st.errors[INPUT_ERR_IO], 1);
 	CHECK_EQ_INT(input_ticket(r.in), 2);         /* the unfinished line, dead-lettered */
