@@ -9,12 +9,14 @@ extern const struct driver tail_driver;
 extern const struct driver sysfs_driver;
 extern const struct driver modbus_driver;
 extern const struct driver system_driver;
+extern const struct driver mqtt_sub_driver;
 
 const struct driver *const driver_registry[] = {
 	&tail_driver,
 	&sysfs_driver,
 	&modbus_driver,
 	&system_driver,
+	&mqtt_sub_driver,
 	NULL,
 };
 
