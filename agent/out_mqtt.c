@@ -2,24 +2,15 @@
  * sent through libmosquitto, which is driven only from the agent's event loop
  * (its socket as an fd watch, mosquitto_loop_misc from a timer).
  *
- * Connecting. libmosquitto 2.0 sends CONNECT properties (the Session Expiry
- * Interval) only from mosquitto_connect_bind_v5(), whose TCP connect blocks;
- * its non-blocking variants send CONNECT without properties. So each attempt
- * first opens a non-blocking TCP connection of its own to the broker (the
- * probe), bounded by connect_timeout, and only once that has succeeded lets
- * libmosquitto connect to the same numeric address: its blocking connect()
- * then costs one round trip instead of hanging for minutes on a host that
- * drops packets. The probe is closed at once; the broker only logs a client
- * that left before CONNECT. Name lookup (getaddrinfo) still blocks the loop
- * while DNS is slow, so the broker should be given as an IP address or a
- * name in /etc/hosts.
- *
- * mqtts. The probe's connection is kept and handed to the TLS bridge
- * (tls_bridge.c, mbedTLS), which does the handshake within connect_timeout
- * and then listens on a Unix socket; libmosquitto connects there (port 0)
- * without TLS of its own, and the bridge relays. A failed handshake becomes
- * the status why; so does a TLS error on a relayed connection, through
- * on_disconnect once libmosquitto sees its socket close.
+ * Connecting is mqtt_conn.c's: a non-blocking TCP connect of its own to
+ * the broker (the probe), bounded by connect_timeout, and for mqtts the TLS
+ * bridge. Once the probe has succeeded, libmosquitto connects to the same
+ * numeric address (or, for mqtts, to the bridge's Unix socket, port 0), so
+ * that mosquitto_connect_bind_v5(), the only call of libmosquitto 2.0 that
+ * sends CONNECT properties (the Session Expiry Interval) and whose TCP
+ * connect blocks, costs one round trip instead of hanging for minutes on a
+ * host that drops packets. The probe is closed at once; the broker only logs
+ * a client that left before CONNECT.
  *
  * Publishes that are unacknowledged when the connection drops. libmosquitto
  * 2.0.11 keeps every QoS 1 message until its PUBACK: mosquitto__reconnect()
@@ -39,12 +30,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <mosquitto.h>
@@ -53,15 +41,10 @@
 #include "buf.h"
 #include "log.h"
 #include "mem.h"
+#include "mqtt_conn.h"
 #include "output.h"
-#include "url.h"
-#include "secret.h"
-#include "tls_bridge.h"
 
-#define MQTT_DEFAULT_PORT 1883
-#define MQTTS_DEFAULT_PORT 8883
 #define MQTT_MAX_REMAINING 268435455u  /* largest Remaining Length MQTT encodes */
-#define MAX_PASSWORD 65535
 /* libmosquitto's default send maximum: the window for v3.1.1, where the
  * broker announces none. */
 #define V311_WINDOW 20
@@ -71,36 +54,21 @@
 enum { PROTO_V5, PROTO_V311 };
 
 struct mqtt_conf {
-	char *url;
+	struct mqtt_conn_conf conn;  /* url, credentials, TLS, timeouts, backoff */
 	int protocol;
 	char *client_id;
 	char *topic;
-	int64_t keepalive_ms;
 	int64_t session_expiry_ms;
-	char *username;
-	char *password_file;
 	char *status_topic;
-	int64_t reconnect_base_ms;
-	int64_t reconnect_max_ms;
-	int64_t connect_timeout_ms;
 	int64_t ack_timeout_ms;
 	int64_t max_packet_size;
-	char *ca_file;
-	char *client_cert;
-	char *client_key;
-	char *tls_server_name;
 };
 
 static const char *const protocol_names[] = { "v5", "v311", NULL };
 
 #define MK(f) .offset = offsetof(struct mqtt_conf, f)
 static const struct cfg_key mqtt_keys[] = {
-	{ .name = "url", .type = CFG_STR, .def = "mqtt://127.0.0.1:1883", MK(url),
-	  .help = "Broker address as mqtt://host:port (IPv6: mqtt://[::1]:1883; the port defaults to "
-		  "1883), or mqtts://host:port for MQTT over TLS (port 8883 by default; TLS 1.2 or "
-		  "later, the broker's certificate is always verified and must name the host). Prefer "
-		  "an IP address or a name from /etc/hosts: a DNS lookup holds up the agent while it "
-		  "waits. With mqtts and an IP address, set tls_server_name." },
+	MQTT_CONN_KEY_URL(struct mqtt_conf, "mqtt://127.0.0.1:1883")
 	{ .name = "protocol", .type = CFG_ENUM, .def = "v5", MK(protocol), .enums = protocol_names,
 	  .help = "MQTT version: v5 sends batch metadata as user properties and learns from the broker "
 		  "why a message was refused; v311 is for older brokers (metadata is then only in the "
@@ -112,36 +80,19 @@ static const struct cfg_key mqtt_keys[] = {
 	{ .name = "topic", .type = CFG_STR, .def = "agents/{agent}/{stream}", MK(topic),
 	  .help = "Topic each batch is published to, with QoS 1 (at least once). {agent}, {stream} and "
 		  "{output} are replaced by the agent id, the batch's stream and this output's name." },
-	{ .name = "keepalive", .type = CFG_DURATION, .def = "30s", MK(keepalive_ms),
-	  .min = 5000, .max = 65535000,
-	  .help = "MQTT keepalive: a ping is sent after this long without traffic, and the connection "
-		  "counts as lost when the broker stays silent for longer." },
+	MQTT_CONN_KEY_KEEPALIVE(struct mqtt_conf)
 	{ .name = "session_expiry", .type = CFG_DURATION, .def = "1h", MK(session_expiry_ms),
 	  .min = 0, .max = 4294967295000LL,
 	  .help = "v5: how long the broker keeps this client's session after a disconnect (the client "
 		  "connects with Clean Start off). Unacknowledged batches are sent again after a "
 		  "reconnect either way." },
-	{ .name = "username", .type = CFG_STR, MK(username),
-	  .help = "User name for the broker, if it requires one." },
-	{ .name = "password_file", .type = CFG_STR, MK(password_file),
-	  .help = "File holding the broker password (a trailing newline is ignored), read at start. "
-		  "The password is never logged or shown. Needs username." },
+	MQTT_CONN_KEYS_AUTH(struct mqtt_conf)
 	{ .name = "status_topic", .type = CFG_STR, .def = "agents/{agent}/status", MK(status_topic),
 	  .help = "Topic of a retained status message: {\"status\":\"online\",...} after each connect, "
 		  "and {\"status\":\"offline\",...} on shutdown or, as the last will, published by the "
 		  "broker when the connection is lost. {agent} and {output} are replaced; empty "
 		  "disables status messages." },
-	{ .name = "reconnect_base", .type = CFG_DURATION, .def = "1s", MK(reconnect_base_ms),
-	  .min = 100, .max = 3600000,
-	  .help = "Delay before reconnecting after a failure; it doubles with each further failure, "
-		  "with jitter, up to reconnect_max." },
-	{ .name = "reconnect_max", .type = CFG_DURATION, .def = "60s", MK(reconnect_max_ms),
-	  .min = 100, .max = 86400000,
-	  .help = "Longest delay between reconnect attempts." },
-	{ .name = "connect_timeout", .type = CFG_DURATION, .def = "10s", MK(connect_timeout_ms),
-	  .min = 500, .max = 600000,
-	  .help = "How long a connection attempt (TCP connect and the broker's CONNACK) may take "
-		  "before it is abandoned and retried." },
+	MQTT_CONN_KEYS_RECONNECT(struct mqtt_conf)
 	{ .name = "ack_timeout", .type = CFG_DURATION, .def = "60s", MK(ack_timeout_ms),
 	  .min = 500, .max = 86400000,
 	  .help = "A batch the broker has not acknowledged (PUBACK) this long on a live connection is "
@@ -151,26 +102,12 @@ static const struct cfg_key mqtt_keys[] = {
 	  .help = "Largest MQTT packet sent; a larger batch is split. 0: the limit the broker "
 		  "announces (v5) or none. Set it for a v311 broker with a limit: such a broker drops "
 		  "the connection instead of refusing the message." },
-	{ .name = "ca_file", .type = CFG_STR, MK(ca_file),
-	  .help = "mqtts: PEM file of the certificate authorities that may sign the broker's "
-		  "certificate. Default: the system's store (" TLS_DEFAULT_CA_FILE ")." },
-	{ .name = "client_cert", .type = CFG_STR, MK(client_cert),
-	  .help = "mqtts: PEM client certificate for mutual TLS, presented when the broker asks for "
-		  "one (mosquitto: require_certificate true). Needs client_key." },
-	{ .name = "client_key", .type = CFG_STR, MK(client_key),
-	  .help = "mqtts: PEM private key of client_cert (unencrypted; keep the file readable by the "
-		  "agent only)." },
-	{ .name = "tls_server_name", .type = CFG_STR, MK(tls_server_name),
-	  .help = "mqtts: the DNS name sent as SNI and that the broker's certificate must carry. "
-		  "Default: the host of url. Required when url names the broker by IP address "
-		  "(IP addresses in certificates are not matched)." },
+	MQTT_CONN_KEYS_TLS(struct mqtt_conf)
 	{ .name = NULL },
 };
 
 enum conn_state {
-	CS_WAIT,       /* not connected; conn_timer starts the next attempt */
-	CS_PROBING,    /* our own non-blocking TCP connect is in progress */
-	CS_HANDSHAKE,  /* mqtts: the TLS bridge is doing the handshake */
+	CS_WAIT,       /* not connected; the connection module is at work */
 	CS_CONNECTING, /* libmosquitto sent CONNECT; waiting for CONNACK */
 	CS_CONNECTED,
 	CS_CLOSED,     /* drained or stopping: never reconnects */
@@ -188,25 +125,14 @@ struct out_mqtt {
 	struct loop *loop;
 	struct mosquitto *mosq;
 	bool v5;
-	char host[256];
-	char hostport[272];
-	int port;
-	bool tls;
-	struct tls_bridge *bridge;  /* mqtts only */
+	struct mqtt_conn *conn;
 	char *client_id;
 	char *status_topic;     /* expanded; NULL when status messages are off */
 	struct buf topic;       /* scratch for send() */
 	enum conn_state state;
 	bool draining, drained;
-	unsigned attempt;       /* failed attempts since the last CONNACK */
-	bool unreachable;       /* the failing attempt found no broker to talk to */
 	char why[WHY_LEN];          /* known cause of the current failure, if any */
-	char logged_why[WHY_LEN];
-	struct addrinfo *ai_list, *ai_cur;
-	int probe_err;
-	struct loop_fd probe_w;
 	struct loop_fd sock_w;
-	struct loop_timer conn_timer;   /* next attempt, or the attempt's timeout */
 	struct loop_timer misc_timer;   /* keepalive and ack timeouts */
 	struct loop_timer reject_timer; /* outcomes decided inside send() */
 	unsigned recv_max;              /* the broker's Receive Maximum */
@@ -218,34 +144,6 @@ struct out_mqtt {
 static bool lib_ready;
 
 /* ---- configuration ---------------------------------------------------- */
-
-static int parse_url(const char *url, char *host, size_t hostlen, int *port, bool *tls,
-		     char *err, size_t errlen)
-{
-	const char *h, *rest;
-	int rc;
-
-	*tls = !strncmp(url, "mqtts://", 8);
-	if (!*tls && strncmp(url, "mqtt://", 7))
-		goto bad;
-	h = url + (*tls ? 8 : 7);
-	*port = *tls ? MQTTS_DEFAULT_PORT : MQTT_DEFAULT_PORT;
-	rc = url_host_port(h, host, hostlen, port, &rest);
-	if (rc == -ERANGE) {
-		snprintf(err, errlen, "url '%s': " URL_PORT_RANGE, url);
-		return -EINVAL;
-	}
-	if (rc)
-		goto bad;
-	if (*rest == '/')
-		rest++;
-	if (*rest)
-		goto bad;
-	return 0;
-bad:
-	snprintf(err, errlen, "url '%s' must look like mqtt://host:port or mqtts://host:port", url);
-	return -EINVAL;
-}
 
 /* Expand a topic template; a NULL value makes its placeholder invalid.
  * Returns 0, -EINVAL (unknown placeholder or stray brace) or -ENOMEM. */
@@ -309,37 +207,11 @@ static int check_template(const char *key, const char *tmpl, bool with_stream, c
 static int mqtt_validate(const void *conf, char *err, size_t errlen)
 {
 	const struct mqtt_conf *c = conf;
-	unsigned char ip[16];
-	char host[256];
-	bool tls;
-	int port, rc;
+	int rc;
 
-	if (!c->url || parse_url(c->url, host, sizeof(host), &port, &tls, err, errlen)) {
-		if (!c->url)
-			snprintf(err, errlen, "url is required");
-		return -EINVAL;
-	}
-	if (!tls && (c->ca_file || c->client_cert || c->client_key || c->tls_server_name)) {
-		snprintf(err, errlen, "%s applies to mqtts:// urls only",
-			 c->ca_file ? "ca_file" : c->client_cert ? "client_cert" :
-			 c->client_key ? "client_key" : "tls_server_name");
-		return -EINVAL;
-	}
-	if (!c->client_cert != !c->client_key) {
-		snprintf(err, errlen, "%s", c->client_cert ? "client_cert needs client_key"
-			 : "client_key needs client_cert");
-		return -EINVAL;
-	}
-	if (c->tls_server_name && (!*c->tls_server_name || strlen(c->tls_server_name) > 253)) {
-		snprintf(err, errlen, "tls_server_name must be a DNS name");
-		return -EINVAL;
-	}
-	if (tls && !c->tls_server_name &&
-	    (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1)) {
-		snprintf(err, errlen, "url '%s' names the broker by IP address: set tls_server_name "
-			 "to the DNS name in its certificate (IP addresses are not matched)", c->url);
-		return -EINVAL;
-	}
+	rc = mqtt_conn_validate(&c->conn, err, errlen);
+	if (rc)
+		return rc;
 	if (!c->topic || !*c->topic) {
 		snprintf(err, errlen, "topic must not be empty");
 		return -EINVAL;
@@ -351,15 +223,6 @@ static int mqtt_validate(const void *conf, char *err, size_t errlen)
 		return rc;      /* -ENOMEM stays itself: not a verdict on the config */
 	if (c->client_id && !*c->client_id) {
 		snprintf(err, errlen, "client_id must not be empty (leave it out for the default)");
-		return -EINVAL;
-	}
-	if (c->password_file && !c->username) {
-		snprintf(err, errlen, "password_file needs username");
-		return -EINVAL;
-	}
-	if (c->reconnect_base_ms > c->reconnect_max_ms) {
-		snprintf(err, errlen, "reconnect_base (%" PRId64 " ms) is longer than reconnect_max (%"
-			 PRId64 " ms)", c->reconnect_base_ms, c->reconnect_max_ms);
 		return -EINVAL;
 	}
 	return 0;
@@ -448,31 +311,6 @@ static ssize_t pend_find_mid(const struct out_mqtt *m, int mid)
 
 /* ---- connection ------------------------------------------------------- */
 
-/* "500 ms" or "10 s", for messages. */
-static const char *fmt_ms(char *buf, size_t len, int64_t ms)
-{
-	if (ms % 1000)
-		snprintf(buf, len, "%" PRId64 " ms", ms);
-	else
-		snprintf(buf, len, "%" PRId64 " s", ms / 1000);
-	return buf;
-}
-
-static void close_probe(struct out_mqtt *m)
-{
-	loop_fd_del(m->loop, &m->probe_w);
-	if (m->probe_w.fd >= 0)
-		close(m->probe_w.fd);
-	m->probe_w.fd = -1;
-}
-
-static void free_addrs(struct out_mqtt *m)
-{
-	if (m->ai_list)
-		freeaddrinfo(m->ai_list);
-	m->ai_list = m->ai_cur = NULL;
-}
-
 /* Watch libmosquitto's socket: always for reading, for writing while it has
  * queued packets. */
 static void sync_watch(struct out_mqtt *m)
@@ -494,54 +332,13 @@ static void sync_watch(struct out_mqtt *m)
 			  strerror(-rc));
 }
 
-static void schedule_reconnect(struct out_mqtt *m, const char *why)
+/* The session failed: the connection module reconnects after its backoff,
+ * or, while draining, no more. */
+static void session_failed(struct out_mqtt *m, const char *why)
 {
-	int64_t d;
-
-	close_probe(m);
-	free_addrs(m);
-	loop_fd_del(m->loop, &m->sock_w);
-	tls_bridge_reset(m->bridge);
-	if (m->draining || m->state == CS_CLOSED) {
-		m->state = CS_CLOSED;
-		loop_timer_cancel(m->loop, &m->conn_timer);
-		output_set_connected(m->o, false, why);
-		return;
-	}
-	m->state = CS_WAIT;
-	output_set_connected(m->o, false, why);
-	if (strcmp(why, m->logged_why)) {
-		log_warn("output %s: %s", output_name(m->o), why);
-		snprintf(m->logged_why, sizeof(m->logged_why), "%s", why);
-	}
-	d = backoff_delay(m->conf->reconnect_base_ms, m->conf->reconnect_max_ms, m->attempt);
-	/* No broker answered (refused, unreachable, no answer to the TCP
-	 * connect): the next attempt begins with a TCP connect, so it is the
-	 * cheap probe of the core's retry_probe and comes at least that often.
-	 * A broker that answered (a refused CONNACK, a failed handshake, a
-	 * dropped connection) waits for the full backoff. */
-	if (m->unreachable && output_retry_probe_ms(m->o) > 0 && d > output_retry_probe_ms(m->o))
-		d = output_retry_probe_ms(m->o);
-	m->unreachable = false;
-	if (m->attempt < 32)
-		m->attempt++;
-	log_debug("output %s: next connection attempt in %" PRId64 " ms", output_name(m->o), d);
-	loop_timer_set(m->loop, &m->conn_timer, d);
-}
-
-static void connect_failed(struct out_mqtt *m, int err)
-{
-	char why[sizeof(m->why)];
-
-	if (err == ECONNREFUSED)
-		snprintf(why, sizeof(why), "connection refused (is the broker running at %s?)",
-			 m->hostport);
-	else if (err == EHOSTUNREACH || err == ENETUNREACH)
-		snprintf(why, sizeof(why), "broker %s is unreachable: %s (network down?)", m->hostport,
-			 strerror(err));
-	else
-		snprintf(why, sizeof(why), "cannot connect to %s: %s", m->hostport, strerror(err));
-	schedule_reconnect(m, why);
+	if (m->draining)
+		mqtt_conn_close(m->conn);
+	mqtt_conn_failed(m->conn, why, false);
 }
 
 /* Let libmosquitto connect to addr: the broker's numeric address, or with
@@ -549,218 +346,83 @@ static void connect_failed(struct out_mqtt *m, int err)
 static void mosq_connect(struct out_mqtt *m, const char *addr, int port)
 {
 	mosquitto_property *props = NULL;
+	char why[sizeof(m->why)];
 	int rc;
 
 	if (m->v5 && m->conf->session_expiry_ms >= 1000 &&
 	    mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
 					 (uint32_t)(m->conf->session_expiry_ms / 1000))) {
-		connect_failed(m, ENOMEM);
+		session_failed(m, mqtt_conn_strerror(m->conn, ENOMEM, why, sizeof(why)));
 		return;
 	}
 	m->why[0] = '\0';
 	errno = 0;
-	rc = mosquitto_connect_bind_v5(m->mosq, addr, port, (int)(m->conf->keepalive_ms / 1000),
-				       NULL, props);
+	rc = mosquitto_connect_bind_v5(m->mosq, addr, port,
+				       (int)(m->conf->conn.keepalive_ms / 1000), NULL, props);
 	mosquitto_property_free_all(&props);
 	if (rc == MOSQ_ERR_ERRNO) {
-		connect_failed(m, errno ? errno : EIO);
+		session_failed(m, mqtt_conn_strerror(m->conn, errno ? errno : EIO, why,
+						     sizeof(why)));
 		return;
 	}
 	if (rc != MOSQ_ERR_SUCCESS) {
-		char why[sizeof(m->why)];
-
-		snprintf(why, sizeof(why), "cannot connect to %s: %s", m->hostport,
+		snprintf(why, sizeof(why), "cannot connect to %s: %s", mqtt_conn_hostport(m->conn),
 			 mosquitto_strerror(rc));
-		schedule_reconnect(m, why);
+		session_failed(m, why);
 		return;
 	}
 	m->state = CS_CONNECTING;
 	sync_watch(m);
 }
 
-/* The probe reached the broker: let libmosquitto connect to that address. */
-static void mqtt_connect(struct out_mqtt *m, const struct addrinfo *ai)
-{
-	char addr[NI_MAXHOST];
-	int rc;
-
-	rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof(addr), NULL, 0, NI_NUMERICHOST);
-	free_addrs(m);
-	if (rc) {
-		connect_failed(m, EINVAL);
-		return;
-	}
-	mosq_connect(m, addr, m->port);
-}
-
-/* mqtts: the probe's connection becomes the TLS connection; the handshake
- * gets a connect_timeout of its own. */
-static void start_tls(struct out_mqtt *m, int fd)
-{
-	char why[sizeof(m->why)];
-	int rc;
-
-	free_addrs(m);
-	m->state = CS_HANDSHAKE;
-	loop_timer_set(m->loop, &m->conn_timer, m->conf->connect_timeout_ms);
-	rc = tls_bridge_start(m->bridge, fd);
-	if (rc) {
-		snprintf(why, sizeof(why), "TLS: cannot start a connection to %s: %s", m->hostport,
-			 strerror(-rc));
-		schedule_reconnect(m, why);
-	}
-}
-
-/* Handshake outcome, or the end of a relayed connection. */
-static void tls_cb(void *arg, int rc, const char *why)
+/* The probe reached the broker (fd, closed here: libmosquitto makes a
+ * connection of its own to that address), or for mqtts the TLS handshake
+ * is done and the bridge listens at addr. */
+static void conn_ready(struct mqtt_conn *c, void *arg, int fd, const char *addr, int port)
 {
 	struct out_mqtt *m = arg;
-	char w[sizeof(m->why)];
 
-	if (m->state == CS_HANDSHAKE) {
-		if (rc) {
-			schedule_reconnect(m, why);
-			return;
-		}
-		mosq_connect(m, tls_bridge_path(m->bridge), 0);
-		if (m->state != CS_CONNECTING)
-			return;
-		rc = tls_bridge_attach(m->bridge);
-		if (rc) {
-			snprintf(w, sizeof(w), "TLS: cannot pass the connection to %s on: %s",
-				 m->hostport, strerror(-rc));
-			schedule_reconnect(m, w);
-		}
-		return;
-	}
-	/* libmosquitto sees its socket close next; on_disconnect says why. */
-	if (rc && (m->state == CS_CONNECTING || m->state == CS_CONNECTED) && !m->why[0])
+	if (fd >= 0)
+		close(fd);
+	mosq_connect(m, addr, port);
+	if (mqtt_conn_is_tls(c) && m->state == CS_CONNECTING)
+		mqtt_conn_attach(c);
+}
+
+/* A TLS error on the relayed connection: libmosquitto sees its socket close
+ * next, and on_disconnect says why with this. */
+static void conn_lost(struct mqtt_conn *c, void *arg, const char *why)
+{
+	struct out_mqtt *m = arg;
+
+	if ((m->state == CS_CONNECTING || m->state == CS_CONNECTED) && !m->why[0])
 		snprintf(m->why, sizeof(m->why), "%s", why);
 }
 
-static void probe_next(struct out_mqtt *m)
+/* No CONNACK within connect_timeout. The socket stays open until the next
+ * attempt, which makes libmosquitto close it; nothing reads it meanwhile. */
+static void conn_timeout(struct mqtt_conn *c, void *arg, const char *why)
 {
-	for (; m->ai_cur; m->ai_cur = m->ai_cur->ai_next) {
-		const struct addrinfo *ai = m->ai_cur;
-		int fd, rc;
-
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-			    ai->ai_protocol);
-		if (fd < 0) {
-			m->probe_err = errno;
-			continue;
-		}
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-			if (m->tls) {
-				start_tls(m, fd);
-				return;
-			}
-			close(fd);
-			mqtt_connect(m, ai);
-			return;
-		}
-		if (errno != EINPROGRESS) {
-			m->probe_err = errno;
-			close(fd);
-			continue;
-		}
-		m->probe_w.fd = fd;
-		m->probe_w.events = LOOP_WRITE;
-		rc = loop_fd_add(m->loop, &m->probe_w);
-		if (rc == 0)
-			return;
-		m->probe_err = -rc;
-		close_probe(m);
-	}
-	/* No address took the TCP connect. */
-	m->unreachable = true;
-	connect_failed(m, m->probe_err ? m->probe_err : EHOSTUNREACH);
+	session_failed(arg, why);
 }
 
-static void probe_cb(struct loop_fd *w, unsigned revents)
+static void conn_status(struct mqtt_conn *c, void *arg, bool connected, const char *why)
 {
-	struct out_mqtt *m = container_of(w, struct out_mqtt, probe_w);
-	socklen_t len = sizeof(int);
-	int err = 0;
+	struct out_mqtt *m = arg;
 
-	if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
-	if (!err && m->tls) {
-		int fd = w->fd;
-
-		loop_fd_del(m->loop, w);
-		w->fd = -1;
-		start_tls(m, fd);
-		return;
+	if (!connected) {
+		loop_fd_del(m->loop, &m->sock_w);
+		m->state = m->draining || m->state == CS_CLOSED ? CS_CLOSED : CS_WAIT;
 	}
-	close_probe(m);
-	if (!err) {
-		mqtt_connect(m, m->ai_cur);
-		return;
-	}
-	/* Try the host's next address, as libmosquitto would. */
-	m->probe_err = err;
-	m->ai_cur = m->ai_cur->ai_next;
-	probe_next(m);
+	output_set_connected(m->o, connected, why);
 }
 
-static void begin_connect(struct out_mqtt *m)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-	char port[8], why[sizeof(m->why)];
-	int rc;
-
-	snprintf(port, sizeof(port), "%d", m->port);
-	free_addrs(m);
-	rc = getaddrinfo(m->host, port, &hints, &m->ai_list);
-	if (rc) {
-		m->ai_list = NULL;
-		snprintf(why, sizeof(why), "cannot resolve the broker host '%s': %s", m->host,
-			 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-		m->unreachable = true;
-		schedule_reconnect(m, why);
-		return;
-	}
-	m->ai_cur = m->ai_list;
-	m->probe_err = 0;
-	m->state = CS_PROBING;
-	loop_timer_set(m->loop, &m->conn_timer, m->conf->connect_timeout_ms);
-	probe_next(m);
-}
-
-static int64_t conn_timer_cb(struct loop_timer *t)
-{
-	struct out_mqtt *m = container_of(t, struct out_mqtt, conn_timer);
-	char why[sizeof(m->why)], dur[32];
-
-	switch (m->state) {
-	case CS_WAIT:
-		begin_connect(m);
-		break;
-	case CS_PROBING:
-		snprintf(why, sizeof(why), "no answer from %s within %s (network down or port "
-			 "filtered?)", m->hostport, fmt_ms(dur, sizeof(dur), m->conf->connect_timeout_ms));
-		m->unreachable = true;
-		schedule_reconnect(m, why);
-		break;
-	case CS_HANDSHAKE:
-		snprintf(why, sizeof(why), "TLS: no handshake with %s within %s (is it a TLS "
-			 "listener?)", m->hostport, fmt_ms(dur, sizeof(dur),
-							   m->conf->connect_timeout_ms));
-		schedule_reconnect(m, why);
-		break;
-	case CS_CONNECTING:
-		/* The socket stays open until the next attempt, which makes
-		 * libmosquitto close it; nothing reads it meanwhile. */
-		snprintf(why, sizeof(why), "broker at %s did not answer CONNECT within %s",
-			 m->hostport, fmt_ms(dur, sizeof(dur), m->conf->connect_timeout_ms));
-		schedule_reconnect(m, why);
-		break;
-	default:
-		break;
-	}
-	return -1;
-}
+static const struct mqtt_conn_ops conn_ops = {
+	.ready = conn_ready,
+	.lost = conn_lost,
+	.timeout = conn_timeout,
+	.status = conn_status,
+};
 
 /* ---- libmosquitto callbacks ------------------------------------------- */
 
@@ -801,10 +463,8 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 		connack_failed(m, rc);
 		return;
 	}
-	loop_timer_cancel(m->loop, &m->conn_timer);
 	m->state = CS_CONNECTED;
-	m->attempt = 0;
-	m->why[0] = m->logged_why[0] = '\0';
+	m->why[0] = '\0';
 	m->recv_max = m->v5 ? 65535 : V311_WINDOW;
 	m->broker_max_packet = 0;
 	if (m->v5 && mosquitto_property_read_int16(props, MQTT_PROP_RECEIVE_MAXIMUM, &rm, false))
@@ -816,9 +476,9 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 	for (size_t i = 0; i < m->npend; i++)
 		m->pend[i].sent_ms = now;
 	log_debug("output %s: CONNACK from %s: session %s, receive maximum %u, maximum packet "
-		  "size %" PRIu32 ", %zu publishes to resend", output_name(m->o), m->hostport,
-		  flags & 1 ? "resumed" : "new", m->recv_max, m->broker_max_packet, m->npend);
-	output_set_connected(m->o, true, NULL);
+		  "size %" PRIu32 ", %zu publishes to resend", output_name(m->o),
+		  mqtt_conn_hostport(m->conn), flags & 1 ? "resumed" : "new", m->recv_max, m->broker_max_packet, m->npend);
+	mqtt_conn_connected(m->conn);
 	if (m->draining)
 		publish_status(m, "offline", "shutdown");
 	else
@@ -844,14 +504,14 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc,
 			 " (another client connected with the same client_id)" : "");
 	else if (rc == MOSQ_ERR_KEEPALIVE)
 		snprintf(why, sizeof(why), "broker at %s stopped answering (keepalive expired)",
-			 m->hostport);
+			 mqtt_conn_hostport(m->conn));
 	else if (rc == MOSQ_ERR_ERRNO)
-		snprintf(why, sizeof(why), "connection to %s lost: %s", m->hostport,
+		snprintf(why, sizeof(why), "connection to %s lost: %s", mqtt_conn_hostport(m->conn),
 			 errno ? strerror(errno) : "unknown error");
 	else
-		snprintf(why, sizeof(why), "connection to %s lost: %s", m->hostport,
+		snprintf(why, sizeof(why), "connection to %s lost: %s", mqtt_conn_hostport(m->conn),
 			 mosquitto_strerror(rc));
-	schedule_reconnect(m, why);
+	session_failed(m, why);
 }
 
 static bool publish_rejected(int reason)
@@ -918,8 +578,8 @@ static void check_ack_timeouts(struct out_mqtt *m)
 	bool expired = false;
 	char why[WHY_LEN], t[32];
 
-	fmt_ms(t, sizeof(t), m->conf->ack_timeout_ms);
-	snprintf(why, sizeof(why), "no PUBACK from %s within %s", m->hostport, t);
+	mqtt_conn_fmt_ms(t, sizeof(t), m->conf->ack_timeout_ms);
+	snprintf(why, sizeof(why), "no PUBACK from %s within %s", mqtt_conn_hostport(m->conn), t);
 	for (size_t i = 0; i < m->npend;) {
 		if (m->pend[i].mid && now - m->pend[i].sent_ms >= m->conf->ack_timeout_ms) {
 			/* Taken out first: the core may call back into us. */
@@ -932,14 +592,14 @@ static void check_ack_timeouts(struct out_mqtt *m)
 	}
 	if (!expired || m->state != CS_CONNECTED)
 		return;
-	snprintf(m->why, sizeof(m->why), "no PUBACK from %s within %s; reconnecting", m->hostport,
+	snprintf(m->why, sizeof(m->why), "no PUBACK from %s within %s; reconnecting", mqtt_conn_hostport(m->conn),
 		 t);
 	loop_fd_del(m->loop, &m->sock_w);
 	mosquitto_disconnect(m->mosq);
 	/* Usually the DISCONNECT went out and on_disconnect ran; when the
 	 * socket is full it did not, and the next attempt closes it. */
 	if (m->state == CS_CONNECTED)
-		schedule_reconnect(m, m->why);
+		session_failed(m, m->why);
 }
 
 static int64_t misc_timer_cb(struct loop_timer *t)
@@ -981,10 +641,8 @@ static int64_t reject_timer_cb(struct loop_timer *t)
  * broker no longer announces (libmosquitto never clears it). */
 static int make_handle(struct out_mqtt *m)
 {
-	const struct mqtt_conf *c = m->conf;
 	const char *name = output_name(m->o);
 	struct buf b = BUF_INIT;
-	char *pw = NULL;
 	int rc;
 
 	m->mosq = mosquitto_new(m->client_id, false, m);
@@ -998,17 +656,9 @@ static int make_handle(struct out_mqtt *m)
 	mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
 	mosquitto_publish_v5_callback_set(m->mosq, on_publish);
 
-	if (c->username) {
-		if (c->password_file) {
-			rc = secret_read(c->password_file, MAX_PASSWORD, &pw);
-			if (rc) {
-				log_error("output %s: cannot read password_file %s: %s", name,
-					  c->password_file, secret_strerror(rc));
-				goto out_destroy;
-			}
-		}
-		rc = mosquitto_username_pw_set(m->mosq, c->username, pw);
-		secret_free(pw);
+	if (mqtt_conn_username(m->conn)) {
+		rc = mosquitto_username_pw_set(m->mosq, mqtt_conn_username(m->conn),
+					       mqtt_conn_password(m->conn, NULL));
 		if (rc != MOSQ_ERR_SUCCESS) {
 			log_error("output %s: username: %s", name, mosquitto_strerror(rc));
 			rc = rc == MOSQ_ERR_NOMEM ? -ENOMEM : -EINVAL;
@@ -1074,17 +724,11 @@ static int mqtt_start(struct output *o, void **statep)
 	m->conf = c;
 	m->loop = output_loop(o);
 	m->v5 = c->protocol == PROTO_V5;
-	m->probe_w.fd = -1;
-	m->probe_w.cb = probe_cb;
 	m->sock_w.fd = -1;
 	m->sock_w.cb = sock_cb;
-	m->conn_timer.cb = conn_timer_cb;
 	m->misc_timer.cb = misc_timer_cb;
 	m->reject_timer.cb = reject_timer_cb;
 	m->recv_max = m->v5 ? 65535 : V311_WINDOW;
-	parse_url(c->url, m->host, sizeof(m->host), &m->port, &m->tls, err, sizeof(err));
-	snprintf(m->hostport, sizeof(m->hostport), strchr(m->host, ':') ? "[%s]:%d" : "%s:%d",
-		 m->host, m->port);
 
 	rc = -ENOMEM;
 	if (c->client_id)
@@ -1108,30 +752,24 @@ static int mqtt_start(struct output *o, void **statep)
 		}
 		lib_ready = true;
 	}
-	if (m->tls) {
-		struct tls_bridge_conf tc = {
-			.ca_file = c->ca_file,
-			.client_cert = c->client_cert,
-			.client_key = c->client_key,
-			.server_name = c->tls_server_name ? c->tls_server_name : m->host,
-			.label = m->hostport,
-		};
-
-		rc = tls_bridge_new(m->loop, &tc, tls_cb, m, &m->bridge, err, sizeof(err));
-		if (rc) {
-			log_error("output %s: %s", name, err);
-			goto out_free;
-		}
+	buf_reset(&b);
+	if (buf_printf(&b, "output %s", name)) {
+		rc = -ENOMEM;
+		goto out_free;
 	}
+	rc = mqtt_conn_new(m->loop, &c->conn, b.p, &conn_ops, m, &m->conn, err, sizeof(err));
+	if (rc) {
+		log_error("output %s: %s", name, err);
+		goto out_free;
+	}
+	mqtt_conn_set_probe_cap(m->conn, output_retry_probe_ms(o));
 	rc = make_handle(m);
 	if (rc)
 		goto out_free;
 	buf_release(&b);
 
-	snprintf(err, sizeof(err), "connecting to %s", c->url);
-	output_set_connected(o, false, err);
 	m->state = CS_WAIT;
-	loop_timer_set(m->loop, &m->conn_timer, 0);
+	mqtt_conn_start(m->conn, 0);
 	loop_timer_set(m->loop, &m->misc_timer, MISC_INTERVAL_MS);
 	*statep = m;
 	return 0;
@@ -1140,7 +778,7 @@ out_free:
 	buf_release(&b);
 	if (m->mosq)
 		mosquitto_destroy(m->mosq);
-	tls_bridge_free(m->bridge);
+	mqtt_conn_free(m->conn);
 	xfree(m->status_topic);
 	xfree(m->client_id);
 	xfree(m);
@@ -1249,7 +887,7 @@ static int mqtt_send(void *state, struct batch *b)
 		 * an earlier connection: rebuild the client once nothing is
 		 * pending on it, and have the core try again meanwhile. */
 		if (!m->npend && rebuild_handle(m) == 0)
-			schedule_reconnect(m, "reconnecting: the broker's packet size limit changed");
+			session_failed(m, "reconnecting: the broker's packet size limit changed");
 		return -EAGAIN;
 	case MOSQ_ERR_NOMEM:
 		return -ENOMEM;
@@ -1267,7 +905,7 @@ static int mqtt_send(void *state, struct batch *b)
 
 static const char *mqtt_client_cert(const void *conf)
 {
-	return ((const struct mqtt_conf *)conf)->client_cert;
+	return ((const struct mqtt_conf *)conf)->conn.client_cert;
 }
 
 static void mqtt_describe(void *state, char *out, size_t len)
@@ -1278,18 +916,15 @@ static void mqtt_describe(void *state, char *out, size_t len)
 
 	if (!expand_topic(&t, m->conf->topic, output_agent_id(m->o), output_name(m->o), "{stream}"))
 		topic = t.p;
-	snprintf(out, len, "%s://%s %s qos1 topic %s", m->tls ? "mqtts" : "mqtt", m->hostport, m->v5 ? "v5" : "v311", topic);
+	snprintf(out, len, "%s://%s %s qos1 topic %s", mqtt_conn_is_tls(m->conn) ? "mqtts" : "mqtt", mqtt_conn_hostport(m->conn), m->v5 ? "v5" : "v311", topic);
 	buf_release(&t);
 }
 
 static int64_t mqtt_next_attempt(void *state)
 {
 	struct out_mqtt *m = state;
-	int64_t now = loop_now_ms();
 
-	if (m->state != CS_WAIT || !m->conn_timer.armed)
-		return -1;
-	return m->conn_timer.due > now ? m->conn_timer.due - now : 0;
+	return mqtt_conn_next_attempt_ms(m->conn);
 }
 
 /* After this, batches still unacknowledged get no outcome: their records are
@@ -1299,15 +934,11 @@ static void finish_drain(struct out_mqtt *m)
 	bool live = m->state == CS_CONNECTING || m->state == CS_CONNECTED;
 
 	m->state = CS_CLOSED;
-	loop_timer_cancel(m->loop, &m->conn_timer);
 	loop_timer_cancel(m->loop, &m->misc_timer);
 	loop_timer_cancel(m->loop, &m->reject_timer);
-	close_probe(m);
-	free_addrs(m);
-	loop_fd_del(m->loop, &m->sock_w);
 	/* A live TLS connection stays up to carry the DISCONNECT. */
-	if (!live)
-		tls_bridge_reset(m->bridge);
+	mqtt_conn_close(m->conn);
+	loop_fd_del(m->loop, &m->sock_w);
 	if (live && mosquitto_socket(m->mosq) >= 0) {
 		/* A clean DISCONNECT: the broker drops the last will, the
 		 * offline status having been published already. */
@@ -1347,15 +978,12 @@ static void mqtt_stop(void *state)
 	if (!m)
 		return;
 	m->state = CS_CLOSED;
-	loop_timer_cancel(m->loop, &m->conn_timer);
 	loop_timer_cancel(m->loop, &m->misc_timer);
 	loop_timer_cancel(m->loop, &m->reject_timer);
-	close_probe(m);
-	free_addrs(m);
 	loop_fd_del(m->loop, &m->sock_w);
 	/* Without a DISCONNECT first, the broker publishes the last will. */
 	mosquitto_destroy(m->mosq);
-	tls_bridge_free(m->bridge);
+	mqtt_conn_free(m->conn);
 	buf_release(&m->topic);
 	xfree(m->pend);
 	xfree(m->status_topic);

@@ -114,7 +114,7 @@ TEST(test_parsed_payload_in_a_built_record)
 	CHECK_EQ_INT(input_rec_parsed(r.in, b, "payload", " {\"v\": 1} ", 10, why, sizeof(why)), 0);
 	CHECK_EQ_INT(input_rec_parsed(r.in, b, "bad", "{v", 2, why, sizeof(why)), -EINVAL);
 	CHECK(why[0] != '\0');
-	rec_base64(b, "raw", "\x00\xffab", 4);
+	rec_base64(b, "raw", "\x00\xff" "ab", 4);
 	REQUIRE(rec_finish(b, &d, &n) == 0);
 	CHECK_EQ_STR(d, "{\"topic\":\"t/1\",\"payload\":{\"v\": 1},\"raw\":\"AP9hYg==\"}");
 	rig_release(&r);
