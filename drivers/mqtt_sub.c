@@ -557,8 +557,10 @@ static struct msg *new_msg(const struct mqtt_publish *p, uint32_t gen, enum msg_
 	m->ring = -1;
 	m->topic_len = p->topic.len;
 	m->payload_len = p->payload_len;
-	memcpy(m->data, p->topic.p, p->topic.len);
-	memcpy(m->data + p->topic.len + 1, p->payload, p->payload_len);
+	if (p->topic.len)
+		memcpy(m->data, p->topic.p, p->topic.len);
+	if (p->payload_len)
+		memcpy(m->data + p->topic.len + 1, p->payload, p->payload_len);
 	return m;
 }
 

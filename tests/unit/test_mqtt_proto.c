@@ -24,6 +24,21 @@ static bool same(const struct buf *b, const uint8_t *want, size_t n)
 	return true;
 }
 
+/* Decoded strings point into the packet: a copy that outlives the
+ * statement (a compound literal inside a CHECK lives only as long as it). */
+static uint8_t held[64][256];
+static unsigned held_i;
+
+static const uint8_t *hold(const uint8_t *p, size_t n)
+{
+	uint8_t *d = held[held_i++ % 64];
+
+	memcpy(d, p, n);
+	return d;
+}
+
+#define H(...) hold(B(__VA_ARGS__), BLEN(__VA_ARGS__))
+
 #define CHECK_BYTES(b, ...) CHECK(same(b, B(__VA_ARGS__), BLEN(__VA_ARGS__)))
 
 TEST(varints_as_the_spec_lists_them)
@@ -114,40 +129,40 @@ TEST(connack)
 	struct mqtt_connack a;
 	char why[128];
 
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V311, B(0x01, 0x00), 2, &a, why, sizeof(why)), 0);
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V311, H(0x01, 0x00), 2, &a, why, sizeof(why)), 0);
 	CHECK(a.session_present);
 	CHECK_EQ_INT(a.reason, 0);
 	CHECK_EQ_INT(a.receive_maximum, 65535);
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V311, B(0x00, 0x05), 2, &a, why, sizeof(why)), 0);
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V311, H(0x00, 0x05), 2, &a, why, sizeof(why)), 0);
 	CHECK_EQ_INT(a.reason, 5);
 	CHECK_EQ_STR(mqtt_connack_str(MQTT_V311, 5), "not authorized");
 	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5,
-		B(0x00, 0x00, 0x13, 0x21, 0x00, 0x0a, 0x27, 0x00, 0x00, 0x10, 0x00,
+		H(0x00, 0x00, 0x13, 0x21, 0x00, 0x0a, 0x27, 0x00, 0x00, 0x10, 0x00,
 		  0x12, 0x00, 0x03, 'c', 'i', 'd', 0x1f, 0x00, 0x02, 'o', 'k'), 22, &a, why, sizeof(why)), 0);
 	CHECK(!a.session_present);
 	CHECK_EQ_INT(a.receive_maximum, 10);
 	CHECK_EQ_INT(a.max_packet_size, 4096);
 	CHECK(a.assigned_client_id.len == 3 && !memcmp(a.assigned_client_id.p, "cid", 3));
 	CHECK(a.reason_string.len == 2 && !memcmp(a.reason_string.p, "ok", 2));
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, B(0x00, 0x87, 0x00), 3, &a, why, sizeof(why)), 0);
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, H(0x00, 0x87, 0x00), 3, &a, why, sizeof(why)), 0);
 	CHECK_EQ_STR(mqtt_connack_str(MQTT_V5, a.reason), "not authorized");
 	/* Malformed: reserved flags, wrong length, property overruns, an
 	 * unknown property, receive maximum 0, a property string not UTF-8. */
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V311, B(0x02, 0x00), 2, &a, why, sizeof(why)), -EPROTO);
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V311, H(0x02, 0x00), 2, &a, why, sizeof(why)), -EPROTO);
 	CHECK(strstr(why, "reserved flags"));
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V311, B(0x00, 0x00, 0x00), 3, &a, why, sizeof(why)),
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V311, H(0x00, 0x00, 0x00), 3, &a, why, sizeof(why)),
 		     -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V311, B(0x00), 1, &a, why, sizeof(why)), -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, B(0x00, 0x00, 0x05, 0x21), 4, &a, why, sizeof(why)),
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V311, H(0x00), 1, &a, why, sizeof(why)), -EPROTO);
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, H(0x00, 0x00, 0x05, 0x21), 4, &a, why, sizeof(why)),
 		     -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, B(0x00, 0x00, 0x02, 0x7f, 0x00), 5, &a, why,
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, H(0x00, 0x00, 0x02, 0x7f, 0x00), 5, &a, why,
 					 sizeof(why)), -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, B(0x00, 0x00, 0x03, 0x21, 0x00, 0x00), 6, &a, why,
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, H(0x00, 0x00, 0x03, 0x21, 0x00, 0x00), 6, &a, why,
 					 sizeof(why)), -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, B(0x00, 0x00, 0x04, 0x1f, 0x00, 0x01, 0xff), 7, &a,
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, H(0x00, 0x00, 0x04, 0x1f, 0x00, 0x01, 0xff), 7, &a,
 					 why, sizeof(why)), -EPROTO);
 	/* A truncated property inside a block that claims more bytes. */
-	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, B(0x00, 0x00, 0x03, 0x27, 0x00, 0x00), 6, &a, why,
+	CHECK_EQ_INT(mqtt_decode_connack(MQTT_V5, H(0x00, 0x00, 0x03, 0x27, 0x00, 0x00), 6, &a, why,
 					 sizeof(why)), -EPROTO);
 }
 
@@ -170,24 +185,24 @@ TEST(subscribe_and_suback)
 	CHECK_EQ_INT(mqtt_encode_subscribe(&b, MQTT_V5, 1, t, 2), -EINVAL);
 	CHECK_EQ_INT(b.len, 0);
 
-	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V5, B(0x00, 0x01, 0x00, 0x01, 0x87), 5, &s, why,
+	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V5, H(0x00, 0x01, 0x00, 0x01, 0x87), 5, &s, why,
 					sizeof(why)), 0);
 	CHECK_EQ_INT(s.packet_id, 1);
 	CHECK_EQ_INT(s.n, 2);
 	CHECK_EQ_INT(s.codes[0], 1);
 	CHECK_EQ_INT(s.codes[1], 0x87);
 	CHECK_EQ_STR(mqtt_reason_str(0x87), "not authorized");
-	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V311, B(0x00, 0x07, 0x02, 0x80), 4, &s, why,
+	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V311, H(0x00, 0x07, 0x02, 0x80), 4, &s, why,
 					sizeof(why)), 0);
 	CHECK_EQ_INT(s.n, 2);
 	CHECK_EQ_INT(s.codes[1], 0x80);
 	/* Malformed: no codes, code 3, packet id 0, property overrun. */
-	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V311, B(0x00, 0x07), 2, &s, why, sizeof(why)), -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V311, B(0x00, 0x07, 0x03), 3, &s, why, sizeof(why)),
+	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V311, H(0x00, 0x07), 2, &s, why, sizeof(why)), -EPROTO);
+	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V311, H(0x00, 0x07, 0x03), 3, &s, why, sizeof(why)),
 		     -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V311, B(0x00, 0x00, 0x01), 3, &s, why, sizeof(why)),
+	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V311, H(0x00, 0x00, 0x01), 3, &s, why, sizeof(why)),
 		     -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V5, B(0x00, 0x01, 0x09, 0x01), 4, &s, why, sizeof(why)),
+	CHECK_EQ_INT(mqtt_decode_suback(MQTT_V5, H(0x00, 0x01, 0x09, 0x01), 4, &s, why, sizeof(why)),
 		     -EPROTO);
 	buf_release(&b);
 }
@@ -198,7 +213,7 @@ TEST(publish_in)
 	struct mqtt_str v;
 	char why[128];
 
-	CHECK_EQ_INT(mqtt_decode_publish(MQTT_V311, 0x2, B(0x00, 0x01, 't', 0x00, 0x0a, 'h', 'i'), 7,
+	CHECK_EQ_INT(mqtt_decode_publish(MQTT_V311, 0x2, H(0x00, 0x01, 't', 0x00, 0x0a, 'h', 'i'), 7,
 					 &m, why, sizeof(why)), 0);
 	CHECK_EQ_INT(m.qos, 1);
 	CHECK(!m.dup && !m.retain);
@@ -207,7 +222,7 @@ TEST(publish_in)
 	CHECK(m.payload_len == 2 && !memcmp(m.payload, "hi", 2));
 	/* v5, QoS 2, DUP and retain, a user property. */
 	CHECK_EQ_INT(mqtt_decode_publish(MQTT_V5, 0xd,
-		B(0x00, 0x03, 's', '/', '1', 0x12, 0x34, 0x0a, 0x26, 0x00, 0x02, 'i', 'd', 0x00, 0x03,
+		H(0x00, 0x03, 's', '/', '1', 0x12, 0x34, 0x0a, 0x26, 0x00, 0x02, 'i', 'd', 0x00, 0x03,
 		  'm', '-', '7', '{', '}'), 20, &m, why, sizeof(why)), 0);
 	CHECK_EQ_INT(m.qos, 2);
 	CHECK(m.dup && m.retain);
@@ -217,7 +232,7 @@ TEST(publish_in)
 	CHECK(v.len == 3 && !memcmp(v.p, "m-7", 3));
 	CHECK(!mqtt_user_property(&m, "i", &v));
 	/* QoS 0: no packet id, empty payload allowed. */
-	CHECK_EQ_INT(mqtt_decode_publish(MQTT_V311, 0x0, B(0x00, 0x01, 't'), 3, &m, why, sizeof(why)),
+	CHECK_EQ_INT(mqtt_decode_publish(MQTT_V311, 0x0, H(0x00, 0x01, 't'), 3, &m, why, sizeof(why)),
 		     0);
 	CHECK_EQ_INT(m.packet_id, 0);
 	CHECK_EQ_INT(m.payload_len, 0);
@@ -291,39 +306,39 @@ TEST(acks_ping_disconnect)
 	CHECK_EQ_INT(mqtt_encode_ack(&b, MQTT_V5, MQTT_PUBACK, 0, 0), -EINVAL);
 	CHECK_EQ_INT(mqtt_encode_ack(&b, MQTT_V5, MQTT_PUBLISH, 1, 0), -EINVAL);
 
-	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBREL, 0x2, B(0x00, 0x05), 2, &a, why,
+	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBREL, 0x2, H(0x00, 0x05), 2, &a, why,
 				     sizeof(why)), 0);
 	CHECK_EQ_INT(a.packet_id, 5);
-	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V5, MQTT_PUBACK, 0, B(0x00, 0x05, 0x10), 3, &a, why,
+	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V5, MQTT_PUBACK, 0, H(0x00, 0x05, 0x10), 3, &a, why,
 				     sizeof(why)), 0);
 	CHECK_EQ_INT(a.reason, 0x10);
-	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V5, MQTT_PUBREL, 0x2, B(0x00, 0x05, 0x92, 0x05, 0x1f, 0x00,
+	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V5, MQTT_PUBREL, 0x2, H(0x00, 0x05, 0x92, 0x05, 0x1f, 0x00,
 				     0x02, 'n', 'o'), 9, &a, why, sizeof(why)), 0);
 	CHECK_EQ_INT(a.reason, 0x92);
 	CHECK(a.reason_string.len == 2);
 	/* Malformed: PUBREL without its flags, PUBACK with flags, id 0, short,
 	 * v3.1.1 with a reason code, a v5 property overrun. */
-	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBREL, 0, B(0x00, 0x05), 2, &a, why,
+	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBREL, 0, H(0x00, 0x05), 2, &a, why,
 				     sizeof(why)), -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBACK, 2, B(0x00, 0x05), 2, &a, why,
+	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBACK, 2, H(0x00, 0x05), 2, &a, why,
 				     sizeof(why)), -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBACK, 0, B(0x00, 0x00), 2, &a, why,
+	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBACK, 0, H(0x00, 0x00), 2, &a, why,
 				     sizeof(why)), -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBACK, 0, B(0x00), 1, &a, why, sizeof(why)),
+	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBACK, 0, H(0x00), 1, &a, why, sizeof(why)),
 		     -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBACK, 0, B(0x00, 0x01, 0x00), 3, &a, why,
+	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V311, MQTT_PUBACK, 0, H(0x00, 0x01, 0x00), 3, &a, why,
 				     sizeof(why)), -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V5, MQTT_PUBACK, 0, B(0x00, 0x01, 0x00, 0x04, 0x1f), 5, &a,
+	CHECK_EQ_INT(mqtt_decode_ack(MQTT_V5, MQTT_PUBACK, 0, H(0x00, 0x01, 0x00, 0x04, 0x1f), 5, &a,
 				     why, sizeof(why)), -EPROTO);
 
 	CHECK_EQ_INT(mqtt_decode_disconnect(MQTT_V311, NULL, 0, &d, why, sizeof(why)), 0);
-	CHECK_EQ_INT(mqtt_decode_disconnect(MQTT_V311, B(0x00), 1, &d, why, sizeof(why)), -EPROTO);
-	CHECK_EQ_INT(mqtt_decode_disconnect(MQTT_V5, B(0x8b), 1, &d, why, sizeof(why)), 0);
+	CHECK_EQ_INT(mqtt_decode_disconnect(MQTT_V311, H(0x00), 1, &d, why, sizeof(why)), -EPROTO);
+	CHECK_EQ_INT(mqtt_decode_disconnect(MQTT_V5, H(0x8b), 1, &d, why, sizeof(why)), 0);
 	CHECK_EQ_STR(mqtt_reason_str(d.reason), "server shutting down");
-	CHECK_EQ_INT(mqtt_decode_disconnect(MQTT_V5, B(0x8e, 0x05, 0x1f, 0x00, 0x02, 'h', 'i'), 7, &d,
+	CHECK_EQ_INT(mqtt_decode_disconnect(MQTT_V5, H(0x8e, 0x05, 0x1f, 0x00, 0x02, 'h', 'i'), 7, &d,
 					    why, sizeof(why)), 0);
 	CHECK(d.reason_string.len == 2);
-	CHECK_EQ_INT(mqtt_decode_disconnect(MQTT_V5, B(0x8e, 0x05, 0x1f), 3, &d, why, sizeof(why)),
+	CHECK_EQ_INT(mqtt_decode_disconnect(MQTT_V5, H(0x8e, 0x05, 0x1f), 3, &d, why, sizeof(why)),
 		     -EPROTO);
 	buf_release(&b);
 }
