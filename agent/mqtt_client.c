@@ -42,6 +42,7 @@ struct mqtt_client {
 	unsigned inflight;
 	uint8_t *out_ids;           /* 65536 bits: our QoS 1 publishes in flight */
 	unsigned out_inflight;
+	uint64_t over_window;       /* messages beyond receive_maximum */
 	uint16_t next_out_id, sub_id;
 	uint16_t send_max;          /* broker's receive maximum */
 	uint32_t broker_max_packet;
@@ -269,12 +270,12 @@ static void on_publish(struct mqtt_client *c, uint8_t flags, const uint8_t *p, s
 				 m.qos, m.packet_id);
 			return violation(c, 0x91, why);
 		}
-		if (s == ID_FREE && c->conf.version == MQTT_V5 && c->conf.receive_maximum &&
-		    c->inflight >= c->conf.receive_maximum) {
-			snprintf(why, sizeof(why), "more than receive_maximum (%u) messages in flight",
-				 c->conf.receive_maximum);
-			return violation(c, 0x93, why);
-		}
+		/* A broker over our receive maximum (mosquitto 2.0 is, once
+		 * acknowledgements flow) is counted, not disconnected: it
+		 * would do the same after every reconnect, and nothing would
+		 * ever be acknowledged. The user bounds what it holds. */
+		if (s == ID_FREE && c->conf.receive_maximum && c->inflight >= c->conf.receive_maximum)
+			c->over_window++;
 		/* A PUBLISH again for an id whose PUBREC is sent: the user
 		 * decides again (it acknowledges a redelivery it holds). */
 		set_id(c, m.packet_id, m.qos == 1 ? ID_ACK_WAIT1 : ID_ACK_WAIT2);
@@ -615,6 +616,11 @@ uint32_t mqtt_client_generation(const struct mqtt_client *c)
 unsigned mqtt_client_inflight(const struct mqtt_client *c)
 {
 	return c->inflight;
+}
+
+uint64_t mqtt_client_over_window(const struct mqtt_client *c)
+{
+	return c->over_window;
 }
 
 const char *mqtt_client_assigned_id(const struct mqtt_client *c)

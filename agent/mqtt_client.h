@@ -90,6 +90,9 @@ bool mqtt_client_up(const struct mqtt_client *c);
 uint32_t mqtt_client_generation(const struct mqtt_client *c);
 /* QoS 1/2 messages of this connection not yet acknowledged or completed. */
 unsigned mqtt_client_inflight(const struct mqtt_client *c);
+/* Messages received (since the client was made) while receive_maximum
+ * others were unacknowledged: the broker does not honour the window. */
+uint64_t mqtt_client_over_window(const struct mqtt_client *c);
 /* The session's negotiated values (after CONNACK). */
 const char *mqtt_client_assigned_id(const struct mqtt_client *c); /* NULL: none */
 

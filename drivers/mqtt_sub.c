@@ -37,6 +37,7 @@
 #define KEY_MAX 384
 #define ID_PART_MAX 96            /* topic or id longer: its hash in the key */
 #define QOS0_MAX_BYTES (8u << 20) /* QoS 0 copies held while the queue refuses */
+#define HELD_MAX_BYTES (64u << 20) /* all copies: beyond, reconnect (a broker over the window) */
 #define RETRY_MS 1000
 
 enum { PROTO_V5, PROTO_V311 };
@@ -153,7 +154,8 @@ struct sub {
 	char key_base[ID_PART_MAX + 8];   /* "mqtt/<input>" */
 	char lost_why[256];
 	struct msg *head, *tail, *todo;
-	size_t qos0_bytes;
+	size_t qos0_bytes, held_bytes;
+	uint64_t over_window;
 	uint64_t next_n, durable;
 	struct ring_ent *ring;
 	size_t ring_size, ring_next;
@@ -387,6 +389,7 @@ static void append(struct sub *s, struct msg *m)
 	if (!s->todo)
 		s->todo = m;
 	s->pending++;
+	s->held_bytes += m->topic_len + m->payload_len;
 	if (m->kind == MSG_RECORD && m->qos == 0)
 		s->qos0_bytes += m->topic_len + m->payload_len;
 }
@@ -394,6 +397,7 @@ static void append(struct sub *s, struct msg *m)
 static void msg_free(struct sub *s, struct msg *m)
 {
 	s->pending--;
+	s->held_bytes -= m->topic_len + m->payload_len;
 	if (m->kind == MSG_RECORD && m->qos == 0)
 		s->qos0_bytes -= m->topic_len + m->payload_len;
 	xfree(m);
@@ -596,6 +600,24 @@ static void on_message(struct mqtt_client *cl, void *arg, const struct mqtt_publ
 	struct msg *m;
 
 	s->received++;
+	if (mqtt_client_over_window(cl) > s->over_window) {
+		if (!s->over_window)
+			log_warn("input %s: the broker sends more than receive_maximum (%" PRId64
+				 ") messages without acknowledgement (mosquitto 2.0 does once "
+				 "acknowledgements flow): they are held until their commit, up to %u MiB",
+				 input_name(s->in), s->c->receive_maximum, HELD_MAX_BYTES >> 20);
+		s->over_window = mqtt_client_over_window(cl);
+	}
+	if (p->qos && s->held_bytes + p->topic.len + p->payload_len > HELD_MAX_BYTES) {
+		/* Not acknowledged: the broker sends it again. */
+		input_count_error(s->in, INPUT_ERR_PROTOCOL, "%zu bytes of messages await their "
+				  "commit: reconnecting, the broker sends the rest again", s->held_bytes);
+		mqtt_client_disconnect(cl);
+		s->up = false;
+		mqtt_conn_failed(s->conn, "too many messages awaiting commit (the broker ignores "
+				 "receive_maximum)", false);
+		return;
+	}
 	if (held && p->dup) {
 		/* Stored already (its record is durable or ahead in the
 		 * list): PUBREC again, after what came before. */
