@@ -5,7 +5,7 @@
 #   make SANITIZE=address,undefined test
 #   make torture              the queue under thousands of simulated power cuts
 #   make demo                 start a local broker and agentd on a demo config
-#   make bench                tail -> queue -> MQTT, and sampling, benchmarks (not tests)
+#   make bench                tail -> queue -> MQTT, sampling, and mqtt_sub ingest benchmarks (not tests)
 #   make O=build-asan/ ...    out-of-tree build directory
 #   make RELEASE=1            lenient flags (-O2, no -Werror)
 #   make static TARGET=aarch64|armhf|armel|x86_64
@@ -127,6 +127,7 @@ demo: all
 bench: all $(O)/bench-load
 	@O=$(O) tools/bench
 	@O=$(O) tools/bench-sampling
+	@O=$(O) tools/bench-mqtt-sub
 
 static:
 	@ports/static/build $(TARGET)
