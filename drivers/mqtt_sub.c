@@ -488,13 +488,16 @@ static void pump(struct sub *s)
 	while (s->todo) {
 		int rc = emit_one(s, s->todo);
 
-		if (rc == -EAGAIN)
+		if (rc == -EAGAIN) {
+			update_state(s);
 			return;      /* resume() or rolled_back() goes on */
+		}
 		if (rc) {
 			input_count_error(s->in, INPUT_ERR_IO, "cannot queue a message: %s; trying again",
 					  strerror(-rc));
 			if (!s->retry_timer.armed)
 				loop_timer_set(s->l, &s->retry_timer, RETRY_MS);
+			update_state(s);
 			return;
 		}
 		s->todo = s->todo->next;

@@ -307,22 +307,30 @@ TEST(a_failed_commit_sends_no_puback_and_stores_them_again)
 	tc_advance(r.a.loop, 1000);                  /* the commit fails */
 	CHECK(fb_quiet(&r, &b));
 	CHECK_EQ_INT(records(&r).n, 0);
-	tc_advance(r.a.loop, 2000);                  /* inputs recover: emitted again */
-	tc_advance(r.a.loop, 1000);                  /* committed */
+	/* One more while records are refused: held, stored after the others. */
+	fb_publish(&r, &b, 1, false, 3, "s/a", "{\"v\":3}", NULL, NULL);
+	CHECK(strstr(snapshot(&r).state, "3 awaiting commit"));
+	tc_advance(r.a.loop, 1500);                  /* inputs recover after 1 s: emitted again */
+	CHECK(fb_quiet(&r, &b));
+	CHECK(strstr(snapshot(&r).state, "3 awaiting commit"));
+	tc_advance(r.a.loop, 500);                   /* committed */
 	CHECK(fb_ack(&r, &b, 0x40, 1));
 	CHECK(fb_ack(&r, &b, 0x40, 2));
+	CHECK(fb_ack(&r, &b, 0x40, 3));
 	s = records(&r);
-	REQUIRE(s.n == 2);
+	REQUIRE(s.n == 3);
 	CHECK_EQ_STR(s.key[0], "mqtt/sensors/0");
 	CHECK_EQ_STR(s.key[1], "mqtt/sensors/1");
+	CHECK_EQ_STR(s.key[2], "mqtt/sensors/2");
 	CHECK(strstr(s.data[1], "\"payload\":{\"v\":2}"));
+	CHECK(strstr(s.data[2], "\"payload\":{\"v\":3}"));
 	/* The next message gets the next key. */
-	fb_publish(&r, &b, 1, false, 1, "s/a", "{\"v\":3}", NULL, NULL);
+	fb_publish(&r, &b, 1, false, 1, "s/a", "{\"v\":4}", NULL, NULL);
 	tc_advance(r.a.loop, 1000);
 	CHECK(fb_ack(&r, &b, 0x40, 1));
 	s = records(&r);
-	REQUIRE(s.n == 3);
-	CHECK_EQ_STR(s.key[2], "mqtt/sensors/2");
+	REQUIRE(s.n == 4);
+	CHECK_EQ_STR(s.key[3], "mqtt/sensors/3");
 	rig_release(&r, &b);
 }
 
@@ -515,6 +523,46 @@ TEST(refused_subscriptions_and_bad_packets)
 	rig_release(&r, &b);
 }
 
+/* The driver restarted (as after a crash of agentd, the queue kept): the
+ * counter goes on, the ring and the QoS 2 ids come back from positions. */
+TEST(a_restarted_driver_knows_its_past)
+{
+	struct rig r;
+	struct fb b;
+	struct seen s;
+
+	REQUIRE(rig_init(&r, &b, "") == 0);
+	REQUIRE(fb_session(&r, &b, false, 0x02));
+	fb_publish(&r, &b, 1, false, 1, "s/a", "{\"v\":1}", NULL, NULL);
+	fb_publish(&r, &b, 2, false, 2, "q/a", "{\"v\":2}", NULL, NULL);
+	tc_advance(r.a.loop, 1000);
+	CHECK(fb_ack(&r, &b, 0x40, 1));
+	CHECK(fb_ack(&r, &b, 0x50, 2));
+	input_stop(r.in);
+	fb_close(&b);
+	REQUIRE(input_start(r.in) == 0);
+	REQUIRE(fb_session(&r, &b, true, 0x02));
+	/* Neither acknowledgement reached the broker. */
+	fb_publish(&r, &b, 1, true, 1, "s/a", "{\"v\":1}", NULL, NULL);
+	fb_publish(&r, &b, 2, true, 2, "q/a", "{\"v\":2}", NULL, NULL);
+	fb_publish(&r, &b, 1, false, 3, "s/a", "{\"v\":3}", NULL, NULL);
+	tc_advance(r.a.loop, 1000);
+	CHECK(fb_ack(&r, &b, 0x40, 1));
+	CHECK(fb_ack(&r, &b, 0x50, 2));
+	CHECK(fb_ack(&r, &b, 0x40, 3));
+	s = records(&r);
+	REQUIRE(s.n == 4);
+	CHECK_EQ_STR(s.key[2], "mqtt/sensors/0/redelivered/2");
+	CHECK(strstr(s.data[2], "\"redelivery_of\":\"mqtt/sensors/0\""));
+	CHECK_EQ_STR(s.key[3], "mqtt/sensors/3");
+	/* The release after the restart: PUBCOMP once it is committed. */
+	fb_send(&r, &b, (const uint8_t[]){ 0x62, 0x02, 0x00, 0x02 }, 4);
+	CHECK(fb_quiet(&r, &b));
+	tc_advance(r.a.loop, 1000);
+	CHECK(fb_ack(&r, &b, 0x70, 2));
+	rig_release(&r, &b);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/test_mqtt_sub.XXXXXX");
@@ -528,6 +576,7 @@ int main(void)
 	RUN(a_bad_payload_is_dead_lettered_and_acknowledged);
 	RUN(the_id_property_makes_the_key);
 	RUN(refused_subscriptions_and_bad_packets);
+	RUN(a_restarted_driver_knows_its_past);
 	{
 		char cmd[300];
 
