@@ -230,6 +230,13 @@ static void on_connack(struct mqtt_client *c, const uint8_t *p, size_t n)
 		return;
 	}
 	c->session_present = ca.session_present;
+	if (c->ops->connected) {
+		uint32_t gen = c->gen;
+
+		c->ops->connected(c, c->arg, ca.session_present);
+		if (c->gen != gen || c->st == CS_IDLE)
+			return;
+	}
 	sent(c, 0);
 }
 

@@ -44,6 +44,11 @@ struct mqtt_client_conf {
 };
 
 struct mqtt_client_ops {
+	/* Optional: CONNACK accepted, before SUBSCRIBE goes out (messages of
+	 * a kept session may come before SUBACK). session_present: the
+	 * broker kept the session; false: it starts afresh (no packet id of
+	 * an earlier connection means anything any more). */
+	void (*connected)(struct mqtt_client *c, void *arg, bool session_present);
 	/* CONNACK accepted and SUBACK received: codes[i] is topic i's
 	 * granted QoS or (>= 0x80) why it was refused. */
 	void (*subscribed)(struct mqtt_client *c, void *arg, bool session_present,

@@ -106,6 +106,7 @@ enum msg_kind {
 	MSG_RECORD,     /* a record to store, then acknowledge */
 	MSG_ACK_ONLY,   /* a QoS 2 redelivery held already: PUBREC after what came before */
 	MSG_RELEASE,    /* a PUBREL: forget the id, PUBCOMP once that is durable */
+	MSG_BARRIER,    /* the QoS 2 ids emptied (a new session): durable before what follows */
 };
 
 /* One message received and not yet acknowledged, followed by its topic
@@ -157,6 +158,7 @@ struct sub {
 	size_t qos0_bytes, held_bytes;
 	uint64_t over_window;
 	uint64_t next_n, durable;
+	uint64_t barrier;        /* ticket of an emptied QoS 2 set not yet durable */
 	struct ring_ent *ring;
 	size_t ring_size, ring_next;
 	struct q2_ent *q2;
@@ -470,6 +472,7 @@ static int emit_one(struct sub *s, struct msg *m)
 		m->ticket = input_ticket(s->in);
 		break;
 	case MSG_RELEASE:
+	case MSG_BARRIER:
 		rc = save_q2(s);
 		if (!rc)
 			m->ticket = input_take_ticket(s->in);
@@ -486,7 +489,17 @@ static void ack_upto(struct sub *s, uint64_t upto);
 static void pump(struct sub *s)
 {
 	while (s->todo) {
-		int rc = emit_one(s, s->todo);
+		int rc;
+
+		if (s->barrier > s->durable) {
+			/* Nothing after an emptied QoS 2 set shares its
+			 * transaction: a crash must not bring back the old ids
+			 * with a message of the new session (committed() goes
+			 * on). */
+			update_state(s);
+			return;
+		}
+		rc = emit_one(s, s->todo);
 
 		if (rc == -EAGAIN) {
 			update_state(s);
@@ -500,6 +513,8 @@ static void pump(struct sub *s)
 			update_state(s);
 			return;
 		}
+		if (s->todo->kind == MSG_BARRIER)
+			s->barrier = s->todo->ticket;
 		s->todo = s->todo->next;
 	}
 	/* An acknowledgement that waits for nothing new goes at once. */
@@ -730,17 +745,37 @@ static void on_subscribed(struct mqtt_client *cl, void *arg, bool session_presen
 				  s->topics[i].filter, codes[i] == 0x80 && s->c->protocol == PROTO_V311
 				  ? "failure" : mqtt_reason_str(codes[i]));
 	}
-	if (!session_present && s->q2_n) {
-		/* The broker starts afresh: none of its QoS 2 ids are ours. */
-		s->q2_n = 0;
-		save_q2(s);
-	}
-	if (!session_present)
-		log_info("input %s: the broker had no session for client id %s (first connection, "
-			 "or it expired): only messages published from now on are received",
-			 input_name(s->in), s->client_id);
 	mqtt_conn_connected(s->conn);
 	update_state(s);
+}
+
+static void on_connected(struct mqtt_client *cl, void *arg, bool session_present)
+{
+	struct sub *s = arg;
+
+	if (session_present)
+		return;
+	if (s->q2_n) {
+		/* The broker starts afresh: none of its QoS 2 ids are ours.
+		 * The emptied set is committed before anything that follows,
+		 * or a crash could bring the old ids back and take a new
+		 * message under one of them for a redelivery. */
+		struct mqtt_publish p = { .qos = 0 };
+		struct msg *m = new_msg(&p, mqtt_client_generation(cl), MSG_BARRIER);
+
+		if (!m) {
+			input_count_error(s->in, INPUT_ERR_IO, "out of memory: reconnecting");
+			mqtt_client_disconnect(cl);
+			mqtt_conn_failed(s->conn, "out of memory", false);
+			return;
+		}
+		s->q2_n = 0;
+		append(s, m);
+		pump(s);
+	}
+	log_info("input %s: the broker had no session for client id %s (first connection, "
+		 "or it expired): only messages published from now on are received",
+		 input_name(s->in), s->client_id);
 }
 
 static void on_closed(struct mqtt_client *cl, void *arg, const char *why)
@@ -755,6 +790,7 @@ static void on_closed(struct mqtt_client *cl, void *arg, const char *why)
 }
 
 static const struct mqtt_client_ops client_ops = {
+	.connected = on_connected,
 	.subscribed = on_subscribed,
 	.message = on_message,
 	.released = on_released,
@@ -961,7 +997,11 @@ static void sub_resume(struct input *in, void *state)
 
 static void sub_committed(struct input *in, void *state, uint64_t upto)
 {
-	ack_upto(state, upto);
+	struct sub *s = state;
+
+	ack_upto(s, upto);
+	if (s->todo)
+		pump(s);     /* after a barrier that is durable now */
 }
 
 static void sub_rolled_back(struct input *in, void *state, uint64_t after)
@@ -974,6 +1014,7 @@ static void sub_rolled_back(struct input *in, void *state, uint64_t after)
 	for (struct msg *m = s->head; m; m = m->next)
 		m->emitted = false;
 	s->todo = s->head;
+	s->barrier = 0;          /* emitted again in its place */
 	/* The ids of the lost records are saved again with them. */
 	update_state(s);
 }

@@ -563,6 +563,36 @@ TEST(a_restarted_driver_knows_its_past)
 	rig_release(&r, &b);
 }
 
+/* The broker lost the session: the QoS 2 ids held are emptied, durably,
+ * before any message of the new session is stored (so a crash cannot bring
+ * an old id back and take a new message for its redelivery). */
+TEST(a_lost_session_empties_the_qos2_ids_first)
+{
+	struct rig r;
+	struct fb b;
+	uint64_t t;
+
+	REQUIRE(rig_init(&r, &b, "") == 0);
+	REQUIRE(fb_session(&r, &b, false, 0x02));
+	fb_publish(&r, &b, 2, false, 7, "q/a", "{\"v\":1}", NULL, NULL);
+	tc_advance(r.a.loop, 1000);
+	CHECK(fb_ack(&r, &b, 0x50, 7));
+	fb_close(&b);
+	tc_advance(r.a.loop, 1000);
+	REQUIRE(fb_session(&r, &b, false, 0x02));     /* no session */
+	t = input_ticket(r.in);
+	/* Id 7 with DUP in the new session: not a redelivery of ours. */
+	fb_publish(&r, &b, 2, true, 7, "q/a", "{\"v\":2}", NULL, NULL);
+	CHECK_EQ_INT(input_ticket(r.in), t);          /* behind the emptied set */
+	tc_advance(r.a.loop, 1000);                   /* that is committed */
+	CHECK_EQ_INT(input_ticket(r.in), t + 1);
+	CHECK(fb_quiet(&r, &b));
+	tc_advance(r.a.loop, 1000);
+	CHECK(fb_ack(&r, &b, 0x50, 7));
+	CHECK_EQ_INT(records(&r).n, 2);
+	rig_release(&r, &b);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/test_mqtt_sub.XXXXXX");
@@ -577,6 +607,7 @@ int main(void)
 	RUN(the_id_property_makes_the_key);
 	RUN(refused_subscriptions_and_bad_packets);
 	RUN(a_restarted_driver_knows_its_past);
+	RUN(a_lost_session_empties_the_qos2_ids_first);
 	{
 		char cmd[300];
 
