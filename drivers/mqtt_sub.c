@@ -34,10 +34,10 @@
 
 #include "driver.h"
 
-#define KEY_MAX 384
+#define KEY_MAX 320           /* "mqtt/<input>/id/<topic>/<id>" at most */
 #define ID_PART_MAX 96            /* topic or id longer: its hash in the key */
 #define QOS0_MAX_BYTES (8u << 20) /* QoS 0 copies held while the queue refuses */
-#define HELD_MAX_BYTES (64u << 20) /* all copies: beyond, reconnect (a broker over the window) */
+#define HELD_MAX_BYTES (32u << 20) /* all copies: beyond, reconnect (a broker over the window) */
 #define RETRY_MS 1000
 
 enum { PROTO_V5, PROTO_V311 };
@@ -121,7 +121,7 @@ struct msg {
 	bool dup, retain, emitted;
 	int ring;                /* its ring slot, -1: none */
 	char key[KEY_MAX];
-	char of[KEY_MAX];        /* redelivery_of, "" none */
+	char of[ID_PART_MAX + 32]; /* redelivery_of ("mqtt/<input>/<n>"), "" none */
 	char msgid[ID_PART_MAX + 1];
 	size_t topic_len, payload_len;
 	char data[];
@@ -132,8 +132,8 @@ struct ring_ent {
 	bool used;
 	uint16_t id;
 	uint64_t hash;
+	uint64_t n;              /* its key is "<key_base>/<n>" */
 	uint32_t gen, acked_gen;
-	char key[KEY_MAX];
 };
 
 /* A QoS 2 packet id received and not released. */
@@ -228,20 +228,19 @@ static int save_counter(struct sub *s)
 	return input_save_position(s->in, "n", b, sizeof(b));
 }
 
-/* "r<slot>": id (2), hash (8), key. */
+/* "r<slot>": id (2), hash (8), counter value (8). */
 static int save_ring(struct sub *s, size_t slot)
 {
 	const struct ring_ent *e = &s->ring[slot];
-	uint8_t b[10 + KEY_MAX];
+	uint8_t b[18];
 	char name[24];
-	size_t kl = strlen(e->key);
 
 	b[0] = (uint8_t)(e->id >> 8);
 	b[1] = (uint8_t)e->id;
 	put_u64(b + 2, e->hash);
-	memcpy(b + 10, e->key, kl);
+	put_u64(b + 10, e->n);
 	snprintf(name, sizeof(name), "r%zu", slot);
-	return input_save_position(s->in, name, b, 10 + kl);
+	return input_save_position(s->in, name, b, sizeof(b));
 }
 
 /* "q2": the QoS 2 ids received and not released, each id (2), key length
@@ -296,7 +295,7 @@ static int load_positions(struct sub *s)
 			continue;
 		if (rc)
 			return rc;
-		if (len > 10 && len < 10 + KEY_MAX) {
+		if (len == 18) {
 			struct ring_ent *e = &s->ring[s->ring_next];
 			const uint8_t *b = v;
 
@@ -304,7 +303,7 @@ static int load_positions(struct sub *s)
 			e->used = true;
 			e->id = (uint16_t)(b[0] << 8 | b[1]);
 			e->hash = get_u64(b + 2);
-			memcpy(e->key, b + 10, len - 10);
+			e->n = get_u64(b + 10);
 			s->ring_next = (s->ring_next + 1) % s->ring_size;
 		}
 		xfree(v);
@@ -391,17 +390,17 @@ static void append(struct sub *s, struct msg *m)
 	if (!s->todo)
 		s->todo = m;
 	s->pending++;
-	s->held_bytes += m->topic_len + m->payload_len;
+	s->held_bytes += sizeof(*m) + m->topic_len + m->payload_len;
 	if (m->kind == MSG_RECORD && m->qos == 0)
-		s->qos0_bytes += m->topic_len + m->payload_len;
+		s->qos0_bytes += sizeof(*m) + m->topic_len + m->payload_len;
 }
 
 static void msg_free(struct sub *s, struct msg *m)
 {
 	s->pending--;
-	s->held_bytes -= m->topic_len + m->payload_len;
+	s->held_bytes -= sizeof(*m) + m->topic_len + m->payload_len;
 	if (m->kind == MSG_RECORD && m->qos == 0)
-		s->qos0_bytes -= m->topic_len + m->payload_len;
+		s->qos0_bytes -= sizeof(*m) + m->topic_len + m->payload_len;
 	xfree(m);
 }
 
@@ -447,7 +446,7 @@ static int emit_record(struct sub *s, struct msg *m)
 	m->ticket = input_ticket(s->in);
 	/* The ring slot and the QoS 2 id after the record: either in its
 	 * transaction or a later one, never naming a key not stored. */
-	if (m->ring >= 0 && s->ring[m->ring].used && !strcmp(s->ring[m->ring].key, m->key))
+	if (m->ring >= 0 && s->ring[m->ring].used && s->ring[m->ring].n == m->n)
 		save_ring(s, (size_t)m->ring);
 	if (m->qos == 2) {
 		struct q2_ent *e = q2_find(s, m->id);
@@ -552,7 +551,7 @@ static void ack_upto(struct sub *s, uint64_t upto)
 		}
 		if (!rc) {
 			s->acked++;
-			if (m->ring >= 0 && !strcmp(s->ring[m->ring].key, m->key))
+			if (m->ring >= 0 && s->ring[m->ring].n == m->n)
 				s->ring[m->ring].acked_gen = gen;
 		}
 		/* else: it came on an earlier connection, which the broker
@@ -626,7 +625,7 @@ static void on_message(struct mqtt_client *cl, void *arg, const struct mqtt_publ
 				 input_name(s->in), s->c->receive_maximum, HELD_MAX_BYTES >> 20);
 		s->over_window = mqtt_client_over_window(cl);
 	}
-	if (p->qos && s->held_bytes + p->topic.len + p->payload_len > HELD_MAX_BYTES) {
+	if (p->qos && s->held_bytes + sizeof(*m) + p->topic.len + p->payload_len > HELD_MAX_BYTES) {
 		/* Not acknowledged: the broker sends it again. */
 		input_count_error(s->in, INPUT_ERR_PROTOCOL, "%zu bytes of messages await their "
 				  "commit: reconnecting, the broker sends the rest again", s->held_bytes);
@@ -648,7 +647,8 @@ static void on_message(struct mqtt_client *cl, void *arg, const struct mqtt_publ
 		pump(s);
 		return;
 	}
-	if (p->qos == 0 && s->qos0_bytes + p->topic.len + p->payload_len > QOS0_MAX_BYTES) {
+	if (p->qos == 0 &&
+	    s->qos0_bytes + sizeof(*m) + p->topic.len + p->payload_len > QOS0_MAX_BYTES) {
 		s->qos0_dropped++;
 		input_count_error(s->in, INPUT_ERR_IO, "QoS 0 message on %.*s dropped: %" PRId64
 				  " held while the queue refuses records", (int)p->topic.len,
@@ -672,9 +672,8 @@ static void on_message(struct mqtt_client *cl, void *arg, const struct mqtt_publ
 		struct ring_ent *e = p->qos && p->dup ? ring_match(s, p->packet_id, hash, gen) : NULL;
 
 		if (e) {
-			snprintf(m->of, sizeof(m->of), "%s", e->key);
-			snprintf(m->key, sizeof(m->key), "%.*s/redelivered/%" PRIu64,
-				 KEY_MAX - 40, e->key, m->n);
+			snprintf(m->of, sizeof(m->of), "%s/%" PRIu64, s->key_base, e->n);
+			snprintf(m->key, sizeof(m->key), "%s/redelivered/%" PRIu64, m->of, m->n);
 			s->redeliveries++;
 		} else {
 			snprintf(m->key, sizeof(m->key), "%s/%" PRIu64, s->key_base, m->n);
@@ -686,7 +685,7 @@ static void on_message(struct mqtt_client *cl, void *arg, const struct mqtt_publ
 				r->id = p->packet_id;
 				r->hash = hash;
 				r->gen = gen;
-				snprintf(r->key, sizeof(r->key), "%s", m->key);
+				r->n = m->n;
 				m->ring = (int)s->ring_next;
 				s->ring_next = (s->ring_next + 1) % s->ring_size;
 			}
