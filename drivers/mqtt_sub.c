@@ -207,10 +207,14 @@ static uint64_t get_u64(const uint8_t *p)
 
 static void update_state(struct sub *s)
 {
-	input_set_state(s->in, "%s%u of %zu topics subscribed; %" PRId64 " received, %" PRId64
+	char refused[32] = "";
+
+	if (s->refused)
+		snprintf(refused, sizeof(refused), " (%u refused)", s->refused);
+	input_set_state(s->in, "%s%u of %zu topics subscribed%s; %" PRId64 " received, %" PRId64
 			" acknowledged, %" PRId64 " awaiting commit, %" PRId64 " redeliveries",
-			s->up ? "" : "not connected: ", s->granted, s->c->topics.n, s->received,
-			s->acked, s->pending, s->redeliveries);
+			s->up ? "" : "not connected: ", s->granted, s->c->topics.n, refused,
+			s->received, s->acked, s->pending, s->redeliveries);
 }
 
 /* ---- positions: the counter, the ring, the QoS 2 ids ---------------------- */
