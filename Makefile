@@ -5,7 +5,7 @@
 #   make SANITIZE=address,undefined test
 #   make torture              the queue under thousands of simulated power cuts
 #   make demo                 start a local broker and agentd on a demo config
-#   make bench                tail -> queue -> MQTT, sampling, and mqtt_sub ingest benchmarks (not tests)
+#   make bench                tail -> queue -> MQTT, sampling, UDP and mqtt_sub ingest benchmarks (not tests)
 #   make O=build-asan/ ...    out-of-tree build directory
 #   make RELEASE=1            lenient flags (-O2, no -Werror)
 #   make static TARGET=aarch64|armhf|armel|x86_64
@@ -64,6 +64,8 @@ $(O)/agent-decode: $(O)/tools/agent-decode.o
 # The benchmark's load generator and reference measurements (make bench).
 $(O)/bench-load: $(O)/tools/bench-load.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+$(O)/bench-udp-load: $(O)/tools/bench-udp-load.o
+	$(CC) $(LDFLAGS) -o $@ $^
 
 $(O)/tests/%: $(O)/tests/unit/%.o $(O)/libagent.a
 	@mkdir -p $(dir $@)
@@ -124,9 +126,10 @@ unit: all tests
 demo: all
 	@O=$(O) tools/demo
 
-bench: all $(O)/bench-load
+bench: all $(O)/bench-load $(O)/bench-udp-load
 	@O=$(O) tools/bench
 	@O=$(O) tools/bench-sampling
+	@O=$(O) tools/bench-udp
 	@O=$(O) tools/bench-mqtt-sub
 
 static:

@@ -6,12 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include <sys/stat.h>
 #include <sys/timex.h>
 #include <unistd.h>
 
 #include "agent.h"
 #include "control.h"
+#include "fs.h"
 #include "input.h"
 #include "log.h"
 #include "mem.h"
@@ -182,25 +182,6 @@ static void stop_pipeline(struct agent *a)
 	a->q = NULL;
 }
 
-static int mkdir_p(const char *dir)
-{
-	char tmp[512];
-
-	if (snprintf(tmp, sizeof(tmp), "%s", dir) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, 0750) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 static int start_pipeline(struct agent *a)
 {
 	struct config *c = a->cfg;
@@ -211,7 +192,7 @@ static int start_pipeline(struct agent *a)
 	int rc;
 
 	a->pipeline_start_mono_ms = loop_now_ms();
-	rc = mkdir_p(c->agent.state_dir);
+	rc = fs_mkdir_p(c->agent.state_dir);
 	if (rc) {
 		log_error("cannot create state_dir %s: %s", c->agent.state_dir, strerror(-rc));
 		return rc;
@@ -290,7 +271,7 @@ int agent_start(struct agent *a, struct config *c)
 	a->clock_synced = clock_synced(a);
 	if (!a->clock_synced)
 		log_warn("wall clock is NOT synchronised: records are marked \"clock\":\"unsynced\"");
-	rc = mkdir_p(c->agent.state_dir);
+	rc = fs_mkdir_p(c->agent.state_dir);
 	if (rc) {
 		log_error("cannot create state_dir %s: %s", c->agent.state_dir, strerror(-rc));
 		return rc;

@@ -31,7 +31,7 @@
 static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
 static const char *const on_full_names[] = { "drop_oldest", "block", NULL };
 static const char *const sync_names[] = { "off", "normal", "full", NULL };
-static const char *const parser_names[] = { "raw", "json", "csv", NULL };
+static const char *const parser_names[] = { "raw", "json", "csv", "nmea", "influx", NULL };
 
 #define AK(f) offsetof(struct agent_conf, f)
 const struct cfg_key config_agent_keys[] = {
@@ -93,7 +93,9 @@ const struct cfg_key config_input_keys[] = {
 	  "Stream name carried by this input's records and used in topics; default: the input's name." },
 	{ "parser", CFG_ENUM, "raw", IK(parser),
 	  "How a record's bytes become its data: raw (a JSON string of the text), json (validated JSON, "
-	  "shipped unchanged) or csv (an object built from the file's header line). Records that do not "
+	  "shipped unchanged), csv (an object built from the file's header line), nmea (an NMEA 0183 "
+	  "sentence with a valid checksum, as an object of its fields and decoded values) or influx (an "
+	  "InfluxDB line protocol line as an object of measurement, tags, fields and time). Records that do not "
 	  "parse go to the dead-letter queue with the reason. Drivers whose records are structured "
 	  "(built field by field) take no parser.", parser_names },
 	{ "max_record_bytes", CFG_SIZE, "0", IK(max_record_bytes),
@@ -423,6 +425,12 @@ static int load_input(struct parser_state *ps, struct config *c, struct section 
 	if (d && (d->flags & DRIVER_STRUCTURED) && find_entry(s, "parser"))
 		return fail(ps, entry_line(s, "parser"),
 			    "key 'parser': driver '%s' takes no parser: its records are structured", d->name);
+	/* The driver's own default parser, where the section names none. */
+	if (d && d->parser && !find_entry(s, "parser")) {
+		for (int i = 0; parser_names[i]; i++)
+			if (!strcmp(parser_names[i], d->parser))
+				in->parser = i;
+	}
 	rc = load_typed(ps, s, config_input_keys, in, &ti, &in->drv);
 	if (rc)
 		return rc;

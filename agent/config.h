@@ -67,7 +67,7 @@ struct cfg_key {
 
 enum on_full { ON_FULL_DROP_OLDEST, ON_FULL_BLOCK };
 enum sync_level { SYNC_OFF, SYNC_NORMAL, SYNC_FULL };
-enum parser_kind { PARSER_RAW, PARSER_JSON, PARSER_CSV };
+enum parser_kind { PARSER_RAW, PARSER_JSON, PARSER_CSV, PARSER_NMEA, PARSER_INFLUX };
 
 struct agent_conf {
 	char *id;

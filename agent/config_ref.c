@@ -174,8 +174,18 @@ static void print_markdown(FILE *f)
 	cfg_print_section_md(f, "[queue]", "The durable on-disk queue every accepted record is kept in.", config_queue_keys);
 	cfg_print_section_md(f, "[input NAME]", "Keys every input has, whatever its driver.", config_input_keys);
 	for (int i = 0; driver_registry[i]; i++) {
-		snprintf(title, sizeof(title), "driver = %s", driver_registry[i]->name);
-		cfg_print_section_md(f, title, driver_registry[i]->help, driver_registry[i]->conf_keys);
+		const struct driver *d = driver_registry[i];
+		char intro[1024];
+
+		snprintf(title, sizeof(title), "driver = %s", d->name);
+		if (d->flags & DRIVER_STRUCTURED)
+			snprintf(intro, sizeof(intro), "%s Its records are structured: it takes no `parser`.",
+				 d->help);
+		else if (d->parser)
+			snprintf(intro, sizeof(intro), "%s Its `parser` defaults to `%s`.", d->help, d->parser);
+		else
+			snprintf(intro, sizeof(intro), "%s", d->help);
+		cfg_print_section_md(f, title, intro, d->conf_keys);
 	}
 	cfg_print_section_md(f, "[output NAME]", "Keys every output has, whatever its type.", config_output_keys);
 	for (int i = 0; output_types[i]; i++) {

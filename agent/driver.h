@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "fs.h"
 #include "lines.h"
 #include "log.h"
 #include "loop.h"
@@ -59,6 +60,7 @@ struct driver {
 	const char *name;       /* value of `driver =` */
 	const char *help;       /* one line for the reference */
 	unsigned flags;         /* enum driver_flags */
+	const char *parser;     /* default of `parser` (NULL: raw), e.g. "json" */
 	const struct cfg_key *conf_keys; /* driver's own keys, {NULL}-terminated */
 	size_t conf_size;       /* size of the struct those keys fill */
 	/* Check the parsed config beyond per-key validation. 0 or -EINVAL with err. */

@@ -13,10 +13,7 @@
 #include "config.h"
 #include "parse.h"
 
-static int fail(char *why, size_t whylen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int fail(char *why, size_t whylen, const char *fmt, ...)
+int parse_fail(char *why, size_t whylen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -27,6 +24,8 @@ static int fail(char *why, size_t whylen, const char *fmt, ...)
 	}
 	return -EINVAL;
 }
+
+#define fail parse_fail
 
 static bool is_blank(char c)
 {
@@ -277,6 +276,12 @@ int parse_record(int parser, const char *data, size_t len, const char *header,
 		break;
 	case PARSER_CSV:
 		err = parse_csv(data, len, header, header_len, out, why, whylen);
+		break;
+	case PARSER_NMEA:
+		err = parse_nmea(data, len, out, why, whylen);
+		break;
+	case PARSER_INFLUX:
+		err = parse_influx(data, len, out, why, whylen);
 		break;
 	default:
 		return fail(why, whylen, "unknown parser %d", parser);

@@ -9,6 +9,11 @@ extern const struct driver tail_driver;
 extern const struct driver sysfs_driver;
 extern const struct driver modbus_driver;
 extern const struct driver system_driver;
+extern const struct driver serial_driver;
+extern const struct driver spool_driver;
+extern const struct driver exec_driver;
+extern const struct driver udp_driver;
+extern const struct driver unix_driver;
 extern const struct driver mqtt_sub_driver;
 
 const struct driver *const driver_registry[] = {
@@ -16,6 +21,11 @@ const struct driver *const driver_registry[] = {
 	&sysfs_driver,
 	&modbus_driver,
 	&system_driver,
+	&serial_driver,
+	&spool_driver,
+	&exec_driver,
+	&udp_driver,
+	&unix_driver,
 	&mqtt_sub_driver,
 	NULL,
 };

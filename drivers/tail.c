@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "tail.h"
@@ -165,21 +164,7 @@ static const char *file_key(struct tail_file *f, int64_t off)
 
 ssize_t tail_pread_full(int fd, void *p, size_t len, int64_t off)
 {
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = pread(fd, (char *)p + got, len - got, (off_t)(off + (int64_t)got));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
+	return fs_pread_full(pread, fd, p, len, off);
 }
 
 /* Fingerprint of the file as it is now. */
@@ -204,39 +189,18 @@ static bool fp_matches(const struct tail_file *f, const unsigned char *saved, si
 	return n >= len && !memcmp(now, saved, len);
 }
 
-/* statx(2) as the kernel defines it (a fixed, versioned layout). Called
- * through syscall(2) because not every C library wraps it (musl before
- * 1.2.5 does not), and every build must compute the same generations. */
-struct kstatx_time {
-	int64_t tv_sec;
-	uint32_t tv_nsec;
-	int32_t reserved;
-};
-struct kstatx {
-	uint32_t mask, blksize;
-	uint64_t attributes;
-	uint32_t nlink, uid, gid;
-	uint16_t mode, spare0;
-	uint64_t ino, size, blocks, attributes_mask;
-	struct kstatx_time atime, btime, ctime, mtime;
-	uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
-	uint64_t spare2[14];
-};
-#define KSTATX_BTIME 0x800U
-#define KAT_EMPTY_PATH 0x1000
-
 /* The first generation of a file: its birth time in ms where the file
  * system records one, else the time it was first seen. A file that reuses
  * the inode of a forgotten one then never repeats the old file's keys,
  * while the same file keeps its keys even if its position was lost. */
 static uint64_t first_gen(const struct tail_file *f)
 {
-	struct kstatx stx;
+	int64_t ns;
 
-	memset(&stx, 0, sizeof(stx));
-	if (!syscall(SYS_statx, f->fd, "", KAT_EMPTY_PATH, KSTATX_BTIME, &stx) &&
-	    (stx.mask & KSTATX_BTIME) && stx.btime.tv_sec > 0)
-		return (uint64_t)stx.btime.tv_sec * 1000 + stx.btime.tv_nsec / 1000000;
+	/* ns / 1000000: the birth time's tv_sec * 1000 + tv_nsec / 1000000,
+	 * as generations saved by earlier versions were computed (fs.h). */
+	if (!fs_birth_ns(f->fd, "", AT_EMPTY_PATH, &ns))
+		return (uint64_t)ns / 1000000;
 	return (uint64_t)loop_wall_ms();
 }
 

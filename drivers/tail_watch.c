@@ -116,34 +116,23 @@ static void drop_watch(struct tail *t, int wd)
 	t->n_watches = j;
 }
 
+static void tail_event(const struct inotify_event *ev, void *arg)
+{
+	struct tail *t = arg;
+
+	if (ev->mask & RESCAN_MASK)
+		t->want_scan = true;
+	if (ev->mask & IN_IGNORED)
+		drop_watch(t, ev->wd);
+}
+
 /* Something changed in a watched directory: look now. */
 static void tail_inotify(struct loop_fd *w, unsigned revents)
 {
 	struct tail *t = container_of(w, struct tail, ino);
-	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	bool any = false;
 
 	(void)revents;
-	/* Bounded, so a directory that never rests cannot hold the loop. */
-	for (int round = 0; round < 16; round++) {
-		ssize_t n = read(w->fd, buf, sizeof(buf));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		any = true;
-		for (ssize_t i = 0; i + (ssize_t)sizeof(struct inotify_event) <= n;) {
-			const struct inotify_event *ev = (const void *)(buf + i);
-
-			if (ev->mask & RESCAN_MASK)
-				t->want_scan = true;
-			if (ev->mask & IN_IGNORED)
-				drop_watch(t, ev->wd);
-			i += (ssize_t)(sizeof(*ev) + ev->len);
-		}
-	}
-	if (any && !t->blocked)
+	if (fs_inotify_read(w->fd, tail_event, t) && !t->blocked)
 		loop_timer_set(t->loop, &t->timer, 0);
 }
 

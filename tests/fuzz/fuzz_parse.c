@@ -2,6 +2,9 @@
  * rest on: whatever the bytes, nothing may crash, leak or overrun, and any
  * text a parser accepts must be JSON that json_valid accepts too.
  *
+ * Every parser sees every input: raw, json, csv (first line as the header)
+ * and influx (line protocol).
+ *
  * Built with -fsanitize=fuzzer for libFuzzer, or with regression.c to replay
  * the committed corpus in tests/fuzz/corpus/parse/.
  */
@@ -87,6 +90,30 @@ static void run_parser_oom(int parser, const char *s, size_t len,
 	buf_release(&out);
 }
 
+/* An independent check of an NMEA sentence's frame: '$' or '!', then
+ * bytes whose XOR is the two hex digits after the last '*' (trailing CR,
+ * blanks and tabs aside). */
+static bool nmea_checksum_ok(const char *s, size_t len)
+{
+	unsigned sum = 0, want;
+	char hex[3];
+	size_t i;
+
+	while (len && (s[len - 1] == '\r' || s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	if (len < 4 || (s[0] != '$' && s[0] != '!') || s[len - 3] != '*')
+		return false;
+	for (i = 1; i < len - 3; i++)
+		sum ^= (unsigned char)s[i];
+	memcpy(hex, s + len - 2, 2);
+	hex[2] = '\0';
+	if (!strchr("0123456789abcdefABCDEF", hex[0]) || !strchr("0123456789abcdefABCDEF", hex[1]) ||
+	    !hex[0] || !hex[1])
+		return false;
+	want = (unsigned)strtoul(hex, NULL, 16);
+	return sum == want;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *s = (const char *)data;
@@ -97,7 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf out = BUF_INIT;
 	char why[8];
 	bool utf8, json;
-	int rc_raw, rc_json, rc_csv;
+	int rc_raw, rc_json, rc_csv, rc_nmea, rc_influx;
 	size_t a, b;
 
 	utf8 = utf8_valid(s, size, &bad);
@@ -144,6 +171,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    csv_split(line, line_len, NULL, NULL, NULL, 0) < 1)
 		fail("csv parser accepted a line csv_split refuses", NULL);
 
+	/* A sentence is accepted only with its checksum right. */
+	rc_nmea = run_parser(PARSER_NMEA, s, size, NULL, 0, &out);
+	if (rc_nmea == 0 && !nmea_checksum_ok(s, size))
+		fail("nmea parser accepted a sentence whose checksum is wrong", NULL);
+	/* Line protocol: an object when accepted (run_parser checks it is
+	 * JSON), and never for what is not valid UTF-8. */
+	rc_influx = run_parser(PARSER_INFLUX, s, size, NULL, 0, &out);
+	if (rc_influx == 0 && (!utf8 || out.p[PREFIX_LEN] != '{'))
+		fail("influx parser accepted invalid UTF-8 or gave no object", NULL);
+
 	/* Escaping anything at all gives valid JSON. */
 	buf_reset(&out);
 	if (json_add_str(&out, s, size) || !json_valid(out.p, out.len, NULL, 0))
@@ -157,6 +194,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		run_parser_oom(PARSER_JSON, s, size, NULL, 0, rc_json, k);
 		run_parser_oom(PARSER_CSV, line, line_len, hdr, hdr_len,
 			       rc_csv, k);
+		run_parser_oom(PARSER_NMEA, s, size, NULL, 0, rc_nmea, k);
+		run_parser_oom(PARSER_INFLUX, s, size, NULL, 0, rc_influx, k);
 	}
 
 	if (mem_in_use() != base)

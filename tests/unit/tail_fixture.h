@@ -366,18 +366,18 @@ const char *input_agent_id(const struct input *in)
 	return "gw-test";
 }
 
-int input_rec_parsed(struct input *in, struct rec *r, const char *name, const char *data,
-		     size_t len, char *why, size_t whylen)
-{
-	return -ENOMEM;
-}
-
 struct rec *input_rec_begin(struct input *in)
 {
 	return NULL;
 }
 
 int input_emit_rec(struct input *in, struct rec *r, const char *key, const struct sample_time *t)
+{
+	return -ENOMEM;
+}
+
+int input_rec_parsed(struct input *in, struct rec *r, const char *name, const char *data,
+		     size_t len, char *why, size_t whylen)
 {
 	return -ENOMEM;
 }

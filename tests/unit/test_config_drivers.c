@@ -28,10 +28,18 @@ static const struct driver old_driver = {
 	.help = "A driver of interface version 1.",
 };
 
+static const struct driver json_driver = {
+	.version = DRIVER_VERSION,
+	.name = "lines",
+	.help = "A driver whose records are JSON lines by default.",
+	.parser = "json",
+};
+
 const struct driver *const driver_registry[] = {
 	&tail_driver,
 	&structured_driver,
 	&old_driver,
+	&json_driver,
 	NULL,
 };
 
@@ -90,8 +98,29 @@ TEST(test_driver_of_another_version_is_refused)
 	    "t.conf:5: key 'driver': driver 'old' was built for interface version 1, this agent speaks 2");
 }
 
+/* A driver may name its own default parser; the section's key still wins. */
+TEST(test_driver_default_parser)
+{
+	struct config *c;
+
+	REQUIRE(parse("[agent]\nid = a\n[input l]\ndriver = lines\n" REST, &c) == 0);
+	CHECK_EQ_INT(c->inputs->parser, PARSER_JSON);
+	config_free(c);
+	REQUIRE(parse("[agent]\nid = a\n[input l]\nparser = influx\ndriver = lines\n" REST, &c) == 0);
+	CHECK_EQ_INT(c->inputs->parser, PARSER_INFLUX);
+	config_free(c);
+	REQUIRE(parse("[agent]\nid = a\n[input l]\nparser = raw\ndriver = lines\n" REST, &c) == 0);
+	CHECK_EQ_INT(c->inputs->parser, PARSER_RAW);
+	config_free(c);
+	/* Others keep raw. */
+	REQUIRE(parse("[agent]\nid = a\n[input t]\ndriver = tail\npath = /x\n" REST, &c) == 0);
+	CHECK_EQ_INT(c->inputs->parser, PARSER_RAW);
+	config_free(c);
+}
+
 int main(void)
 {
+	RUN(test_driver_default_parser);
 	RUN(test_structured_driver_takes_no_parser);
 	RUN(test_driver_of_another_version_is_refused);
 	TEST_END();

@@ -193,6 +193,18 @@ static bool got_refused(void *arg)
 	return strstr(((struct rec *)arg)->why, "connection refused") != NULL;
 }
 
+/* The attempt in progress ends at exactly ms from now, for the reason want. */
+static void check_times_out(struct fx *f, int64_t ms, const char *want)
+{
+	tc_advance(f->l, ms - 1);
+	CHECK_EQ_INT(mqtt_conn_attempt(f->c), 0);
+	CHECK(strcmp(f->r.why, want) != 0);
+	tc_advance(f->l, 1);
+	CHECK_EQ_STR(f->r.why, want);
+	CHECK_EQ_INT(mqtt_conn_attempt(f->c), 1);
+	CHECK_EQ_INT(f->r.nready, 0);
+}
+
 /* ---- keys and validation ---------------------------------------------- */
 
 TEST(shared_rows_parse_with_their_defaults)
@@ -388,17 +400,11 @@ TEST(no_answer_within_connect_timeout)
 		close(lfd);
 		SKIP("this kernel completes connects to a listener with a full queue");
 	}
-	CHECK_EQ_INT(mqtt_conn_attempt(f.c), 0);
-	tc_advance(f.l, 1499);
-	CHECK_EQ_INT(mqtt_conn_attempt(f.c), 0);
-	tc_advance(f.l, 1);
 	snprintf(want, sizeof(want), "no answer from 127.0.0.1:%d within 1500 ms (network down or "
 		 "port filtered?)", port);
-	CHECK_EQ_STR(f.r.why, want);
-	CHECK_EQ_INT(mqtt_conn_attempt(f.c), 1);
+	check_times_out(&f, 1500, want);
 	/* No broker answered: the probe cap applies to the backoff. */
 	CHECK_EQ_INT(mqtt_conn_next_attempt_ms(f.c), 700);
-	CHECK_EQ_INT(f.r.nready, 0);
 	fx_free(&f);
 	close(fill[0]);
 	close(lfd);
@@ -722,14 +728,9 @@ TEST(mqtts_silent_listener_times_out_in_the_handshake)
 	for (int i = 0; i < 50 && (afd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) < 0; i++)
 		loop_turn(f.l, 10);
 	CHECK(afd >= 0);
-	tc_advance(f.l, 2999);
-	CHECK_EQ_INT(mqtt_conn_attempt(f.c), 0);
-	tc_advance(f.l, 1);
 	snprintf(want, sizeof(want), "TLS: no handshake with 127.0.0.1:%d within 3 s (is it a TLS "
 		 "listener?)", port);
-	CHECK_EQ_STR(f.r.why, want);
-	CHECK_EQ_INT(mqtt_conn_attempt(f.c), 1);
-	CHECK_EQ_INT(f.r.nready, 0);
+	check_times_out(&f, 3000, want);
 	/* A broker answered the TCP connect: no probe cap, the full backoff. */
 	CHECK_EQ_INT(mqtt_conn_next_attempt_ms(f.c), 500);
 	if (afd >= 0)
