@@ -1027,6 +1027,7 @@ const struct driver mqtt_sub_driver = {
 	.name = "mqtt_sub",
 	.help = "Messages of MQTT topics on a broker, each acknowledged only once its record is "
 		"committed",
+	.parser = "json",        /* sensors publish JSON; raw or csv when told */
 	.conf_keys = sub_keys,
 	.conf_size = sizeof(struct sub_conf),
 	.validate = sub_validate,
