@@ -24,7 +24,10 @@
  *     positions too: "<that key>/redelivered/<n>", with "redelivery_of".
  * QoS 2 packet ids received and not yet released are a position as well
  * (saved after their record, in its transaction or a later one): a DUP of
- * one is a redelivery, not stored again, only acknowledged again.
+ * one is a redelivery, not stored again, only acknowledged again. A release
+ * takes a ticket of its own (input_take_ticket()), so PUBCOMP waits for its
+ * commit; a session the broker lost empties the set in a commit before any
+ * message of the new session.
  */
 #include <errno.h>
 #include <inttypes.h>
