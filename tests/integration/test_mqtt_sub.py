@@ -317,22 +317,18 @@ def sigkill_between_receipt_and_commit_loses_nothing():
     agent.stop()
 
 
-@test
-def sigkill_between_commit_and_acknowledgement_is_identifiable():
-    """The relay drops agentd's bytes: the records commit, their PUBACKs and
-    PUBRECs never arrive. After a SIGKILL the broker sends every message
-    again, with DUP: QoS 1 copies are queued as redeliveries naming the
-    original, QoS 2 ones not at all."""
+def kill_after_commit(protocol, rounds):
     d = h.tmpdir()
     broker = Broker(d, extra_conf=BROKER_CONF).start()
     lake = Lake(broker, "lake/#").start()
     relay = Relay(broker.port)
-    agent = Agent(d, h.config(d, broker.port, sub_input(relay.port),
+    agent = Agent(d, h.config(d, broker.port,
+                              sub_input(relay.port, "protocol = %s\n" % protocol),
                               queue="commit_interval = 50ms")).start()
     wait_connected(agent)
     pub = Publisher(broker.port)
     ids, ids2 = [], set()
-    for rnd in range(2):
+    for rnd in range(rounds):
         relay.hold()
         acked = counter(agent, "acknowledged")
         for k in range(30):
@@ -365,14 +361,30 @@ def sigkill_between_commit_and_acknowledgement_is_identifiable():
 
     def redeliveries():
         return sum(1 for r in mqtt_records(lake) if "redelivery_of" in r["data"])
-    h.wait_until(lambda: redeliveries() >= 30, 15, "the 30 QoS 1 redeliveries at the lake")
+    want = 15 * rounds
+    h.wait_until(lambda: redeliveries() >= want, 15, "the QoS 1 redeliveries at the lake")
     n, queued, redelivered = check_lake(lake, ids, ids2)
     h.wait_until(lambda: counter(agent, "awaiting") == 0, 10, "every acknowledgement sent")
-    assert redelivered == 30, "%d redeliveries recognised, expected 30" % redelivered
+    assert redelivered == want, "%d redeliveries recognised, expected %d" % (redelivered, want)
     assert relay.dropped > 0
-    print("   %d published, acknowledgements dropped and agentd killed twice: %d records at the "
-          "lake, %d queued, %d identified as redeliveries" % (len(ids), n, queued, redelivered))
+    print("   %s: %d published, acknowledgements dropped and agentd killed %d times: %d records "
+          "at the lake, %d queued, %d identified as redeliveries" % (
+              protocol, len(ids), rounds, n, queued, redelivered))
     agent.stop()
+
+
+@test
+def sigkill_between_commit_and_acknowledgement_is_identifiable():
+    """The relay drops agentd's bytes: the records commit, their PUBACKs and
+    PUBRECs never arrive. After a SIGKILL the broker sends every message
+    again, with DUP: QoS 1 copies are queued as redeliveries naming the
+    original, QoS 2 ones not at all."""
+    kill_after_commit("v5", 2)
+
+
+@test
+def the_same_with_mqtt_311():
+    kill_after_commit("v311", 1)
 
 
 @test
