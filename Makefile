@@ -5,7 +5,7 @@
 #   make SANITIZE=address,undefined test
 #   make torture              the queue under thousands of simulated power cuts
 #   make demo                 start a local broker and agentd on a demo config
-#   make bench                tail -> queue -> MQTT, sampling and UDP ingest benchmarks (not tests)
+#   make bench                tail -> queue -> MQTT, sampling, UDP and mqtt_sub ingest benchmarks (not tests)
 #   make O=build-asan/ ...    out-of-tree build directory
 #   make RELEASE=1            lenient flags (-O2, no -Werror)
 #   make static TARGET=aarch64|armhf|armel|x86_64
@@ -130,6 +130,7 @@ bench: all $(O)/bench-load $(O)/bench-udp-load
 	@O=$(O) tools/bench
 	@O=$(O) tools/bench-sampling
 	@O=$(O) tools/bench-udp
+	@O=$(O) tools/bench-mqtt-sub
 
 static:
 	@ports/static/build $(TARGET)

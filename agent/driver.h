@@ -32,6 +32,10 @@
 #include "log.h"
 #include "loop.h"
 #include "mem.h"
+/* Services of the core to drivers: the MQTT connection and session of the
+ * agent's own (mqtt_sub). */
+#include "mqtt_client.h"
+#include "mqtt_conn.h"
 
 /* Version 2: flags, committed/rolled_back, sample times, the record
  * builder and device status. The core refuses a driver of another version. */
@@ -86,6 +90,8 @@ const struct driver *driver_find(const char *name);
 
 /* Services of the core to drivers. */
 const char *input_name(const struct input *in);
+/* The agent's id ([agent] id), e.g. for a default client identifier. */
+const char *input_agent_id(const struct input *in);
 const void *input_driver_conf(const struct input *in); /* the driver's struct */
 int64_t input_max_record_bytes(const struct input *in);
 struct loop *input_loop(struct input *in);
@@ -123,6 +129,12 @@ int input_emit_at(struct input *in, const char *data, size_t len, const char *ke
 /* The ticket of the last record, reject or gap this input had accepted
  * (0: none yet). Tickets grow by one per accepted record. */
 uint64_t input_ticket(const struct input *in);
+/* A ticket of its own for what the driver saved or forgot with
+ * input_save_position()/input_forget_position() since its last record, for
+ * a source acknowledged after a change of position alone (MQTT QoS 2: a
+ * release must be durable before PUBCOMP): committed() reports it durable,
+ * rolled_back() lost, like a record's. */
+uint64_t input_take_ticket(struct input *in);
 
 /* The record builder: a JSON object of named fields, so that no driver
  * writes JSON by hand. The calls never fail one by one: the first error

@@ -237,6 +237,18 @@ uint64_t input_ticket(const struct input *in)
 	return in->ticket;
 }
 
+uint64_t input_take_ticket(struct input *in)
+{
+	in->ticket++;
+	agent_wrote(in->a);
+	return in->ticket;
+}
+
+const char *input_agent_id(const struct input *in)
+{
+	return in->a->cfg->agent.id;
+}
+
 static bool replay_pending(const struct input *in)
 {
 	return in->replay_pos < in->replay.len;

@@ -14,6 +14,7 @@ extern const struct driver spool_driver;
 extern const struct driver exec_driver;
 extern const struct driver udp_driver;
 extern const struct driver unix_driver;
+extern const struct driver mqtt_sub_driver;
 
 const struct driver *const driver_registry[] = {
 	&tail_driver,
@@ -25,6 +26,7 @@ const struct driver *const driver_registry[] = {
 	&exec_driver,
 	&udp_driver,
 	&unix_driver,
+	&mqtt_sub_driver,
 	NULL,
 };
 

@@ -355,6 +355,17 @@ uint64_t input_ticket(const struct input *in)
 	return in->n_recs;
 }
 
+/* Services other drivers of the registry use. */
+uint64_t input_take_ticket(struct input *in)
+{
+	return in->n_recs;
+}
+
+const char *input_agent_id(const struct input *in)
+{
+	return "gw-test";
+}
+
 struct rec *input_rec_begin(struct input *in)
 {
 	return NULL;
