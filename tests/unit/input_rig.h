@@ -19,6 +19,7 @@
 #include "input.h"
 #include "loop.h"
 #include "queue.h"
+#include "status.h"
 
 struct rig {
 	struct agent a;
@@ -79,6 +80,16 @@ static inline void input_rig_release(struct rig *r)
 	queue_close(r->a.q);
 	loop_free(r->a.loop);
 	config_free(r->a.cfg);
+}
+
+/* What status shows of the rig's input now. */
+static inline struct status_input snapshot(const struct rig *r)
+{
+	struct status_input st;
+
+	memset(&st, 0, sizeof(st));
+	input_fill_status(r->in, &st);
+	return st;
 }
 
 #endif

@@ -120,15 +120,6 @@ static void rig_release(struct rig *r)
 	tc_uninstall();
 }
 
-static struct status_input snapshot(const struct rig *r)
-{
-	struct status_input st;
-
-	memset(&st, 0, sizeof(st));
-	input_fill_status(r->in, &st);
-	return st;
-}
-
 static bool run_over(void *arg)
 {
 	struct status_input st = snapshot(arg);

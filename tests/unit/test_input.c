@@ -41,15 +41,6 @@ static void rig_release(struct rig *r)
 	input_rig_release(r);
 }
 
-static struct status_input snapshot(const struct rig *r)
-{
-	struct status_input st;
-
-	memset(&st, 0, sizeof(st));
-	input_fill_status(r->in, &st);
-	return st;
-}
-
 /* A record whose dedupe key the queue already holds is not stored again,
  * is acknowledged to the driver (0, so it moves on), and is counted as a
  * duplicate: the one sign in status that a source sent something twice. */

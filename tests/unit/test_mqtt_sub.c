@@ -219,15 +219,6 @@ static void rig_release(struct rig *r, struct fb *b)
 	tc_uninstall();
 }
 
-static struct status_input snapshot(const struct rig *r)
-{
-	struct status_input st;
-
-	memset(&st, 0, sizeof(st));
-	input_fill_status(r->in, &st);
-	return st;
-}
-
 struct seen {
 	int n;
 	char key[16][200];

@@ -55,15 +55,6 @@ static void rig_release(struct rig *r)
 	tc_uninstall();
 }
 
-static struct status_input snapshot(const struct rig *r)
-{
-	struct status_input st;
-
-	memset(&st, 0, sizeof(st));
-	input_fill_status(r->in, &st);
-	return st;
-}
-
 /* The port from "listening on 127.0.0.1:PORT...". */
 static int udp_port(const struct rig *r)
 {

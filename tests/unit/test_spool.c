@@ -133,15 +133,6 @@ static void rig_release(struct rig *r)
 	tc_uninstall();
 }
 
-static struct status_input snapshot(const struct rig *r)
-{
-	struct status_input st;
-
-	memset(&st, 0, sizeof(st));
-	input_fill_status(r->in, &st);
-	return st;
-}
-
 #define MAX_SEEN 32768
 
 struct seen {

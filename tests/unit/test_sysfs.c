@@ -502,15 +502,6 @@ static char *slurp(const char *rel, char *buf, size_t cap)
 	return buf;
 }
 
-static struct status_input snapshot(const struct rig *r)
-{
-	struct status_input st;
-
-	memset(&st, 0, sizeof(st));
-	input_fill_status(r->in, &st);
-	return st;
-}
-
 struct seen {
 	int n;
 	int64_t wall[16], mono[16];
